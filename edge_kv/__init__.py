@@ -1,0 +1,13 @@
+"""edge_kv: coordination patterns shared by Cloudflare Python Workers and origin services.
+
+Layout (the architecture, outermost last):
+
+* :mod:`edge_kv.core`   -- stdlib-only algorithms with no I/O. Runs on CPython and on
+  Pyodide 314 (the Python Workers interpreter). Every backend calls these.
+* :mod:`edge_kv.edge`   -- adapters over the Workers runtime (KV, Cache API, Durable
+  Objects, ``request.cf``). Stdlib + runtime modules only.
+* :mod:`edge_kv.origin` -- CPython services: Redis, PostgreSQL, httpx, ASGI.
+  Never shipped to the edge.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""RFC 9457 problem details: the body of every error response, edge or origin."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+CONTENT_TYPE = "application/problem+json"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+_RESERVED = {"type", "title", "status", "detail", "instance"}
+
+
+def problem(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    type: str = "about:blank",
+    instance: str | None = None,
+    **extensions: Any,
+) -> dict[str, Any]:
+    """Build a problem object. Extension members must not shadow the standard ones."""
+    clash = _RESERVED.intersection(extensions)
+    if clash:
+        raise ValueError(f"extension members shadow standard members: {sorted(clash)}")
+    body: dict[str, Any] = {
+        "type": type,
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extensions)
+    return body
+
+
+def problem_json(status: int, detail: str | None = None, **kwargs: Any) -> str:
+    """The problem object serialised compactly, ready for a response body."""
+    return json.dumps(problem(status, detail, **kwargs), separators=(",", ":"), sort_keys=False)
