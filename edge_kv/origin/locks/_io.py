@@ -3,8 +3,8 @@
 Every command runs under :func:`asyncio.timeout`, whatever socket timeouts the caller's
 client has, so a dead or SIGSTOPped Redis costs at most ``op_timeout`` seconds and
 surfaces as :class:`LockUnavailable` instead of a hang or a transport exception.
-Scripts go through redis-py's ``Script`` objects: EVALSHA, and SCRIPT LOAD + retry on
-NOSCRIPT (after a Redis restart or on a node that never saw the script).
+Scripts go through the shared :class:`edge_kv.origin._scripts.LuaScript` (EVALSHA, EVAL
+on NOSCRIPT), so one script object serves every client and every Redlock node.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_kv.core.validate import check_positive_number
+from edge_kv.origin._scripts import ArgT, LuaScript
 from edge_kv.origin.locks.errors import LockUnavailable
 
 T = TypeVar("T")
@@ -52,12 +52,13 @@ async def bounded(aw: Awaitable[T], limit_s: float, what: str) -> T:
         raise LockUnavailable(f"{what}: Redis unreachable or too slow ({type(exc).__name__}: {exc})") from exc
 
 
-def script(client: aioredis.Redis, source: str) -> AsyncScript:
-    """An EVALSHA-with-NOSCRIPT-fallback handle for ``source`` bound to ``client``."""
-    return client.register_script(source)
-
-
 async def run(
-    sc: AsyncScript, keys: Sequence[str], args: Sequence[Any], limit_s: float, what: str
+    sc: LuaScript,
+    client: aioredis.Redis,
+    keys: Sequence[str],
+    args: Sequence[ArgT],
+    limit_s: float,
+    what: str,
 ) -> Any:
-    return await bounded(sc(keys=list(keys), args=list(args)), limit_s, what)
+    """Run ``sc`` on ``client`` within ``limit_s`` seconds (see :func:`bounded`)."""
+    return await bounded(sc.run(client, keys, args), limit_s, what)

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from edge_kv.core.validate import check_key, check_positive_int
+from edge_kv.origin._scripts import LuaScript
 from edge_kv.origin.locks._io import (
     DEFAULT_OP_TIMEOUT_S,
     bounded,
     check_op_timeout,
     check_token,
     run,
-    script,
 )
 from edge_kv.origin.locks.errors import StaleFencingToken
 
@@ -42,7 +42,8 @@ DEFAULT_FENCE_NAMESPACE = "edge_kv:fence"
 # KEYS[1] fence, KEYS[2] data key (may be absent for "observe")
 # ARGV[1] token, ARGV[2] op, ARGV[3] value, ARGV[4] px (0 = no expiry)
 # -> {accepted 0/1, highest token (string), op result or false}
-FENCED_WRITE_LUA = """
+FENCED_WRITE = LuaScript(
+    """
 local token = tonumber(ARGV[1])
 local cur = redis.call('GET', KEYS[1])
 local highest = cur and tonumber(cur) or nil
@@ -71,7 +72,10 @@ elseif op == 'del' then
   result = redis.call('DEL', KEYS[2])
 end
 return {1, cur, result}
-"""
+""",
+    name="fenced_write",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class FenceResult:
@@ -100,7 +104,6 @@ class FencedStore:
         self.redis = redis
         self.namespace = check_key(namespace)
         self.op_timeout = check_op_timeout(op_timeout)
-        self._script = script(redis, FENCED_WRITE_LUA)
 
     def fence_key(self, resource: str) -> str:
         return f"{self.namespace}:{{{check_key(resource)}}}"
@@ -112,7 +115,12 @@ class FencedStore:
         check_token(token)
         keys = [fence] if key is None else [fence, check_key(key)]
         reply = await run(
-            self._script, keys, [token, op, value, px], self.op_timeout, f"fenced {op} on {resource!r}"
+            FENCED_WRITE,
+            self.redis,
+            keys,
+            [token, op, value, px],
+            self.op_timeout,
+            f"fenced {op} on {resource!r}",
         )
         accepted, highest_raw, result = reply
         highest = int(highest_raw)
@@ -126,7 +134,9 @@ class FencedStore:
         """``SET key value [PX px]`` if ``token`` is current for ``resource``."""
         if isinstance(value, bool) or not isinstance(value, (str, bytes, int)):
             raise ValueError(f"value must be str, bytes or int, got {type(value).__name__}")
-        return await self._call(resource, token, "set", key, value, 0 if px is None else check_positive_int("px", px))
+        return await self._call(
+            resource, token, "set", key, value, 0 if px is None else check_positive_int("px", px)
+        )
 
     async def incrby(self, resource: str, token: int, key: str, amount: int = 1) -> FenceResult:
         """``INCRBY key amount`` if ``token`` is current; ``result`` is the new value."""
