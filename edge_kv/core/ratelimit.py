@@ -121,6 +121,9 @@ class SlidingLog:
         count = len(live)
         if count + cost <= self.limit:
             new = live + [now_us] * cost
+            if live and live[-1] > now_us:
+                # The clock stepped back: keep the log sorted (a Redis sorted set is).
+                new.sort()
             return (
                 Decision(
                     allowed=True,

@@ -1,0 +1,15 @@
+"""Origin rate limiting on Redis: one Lua round trip per decision, tiers, ASGI middleware.
+
+The algorithms are :mod:`edge_kv.core.ratelimit` (the same ones the edge runs)::
+
+    from edge_kv.core import TokenBucket, SlidingLog
+    from edge_kv.origin.ratelimit import RateLimiter
+
+    limiter = RateLimiter(redis, [TokenBucket(10, 10, name="per-second"),
+                                  SlidingLog(1000, 3600, name="per-hour")])
+    result = await limiter.hit("user:42")
+"""
+
+from edge_kv.origin.ratelimit.limiter import LIMIT_SCRIPT, RateLimiter, RateLimiterUnavailable, RateLimitResult
+
+__all__ = ["LIMIT_SCRIPT", "RateLimitResult", "RateLimiter", "RateLimiterUnavailable"]

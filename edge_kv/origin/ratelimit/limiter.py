@@ -1,0 +1,171 @@
+"""Redis-backed rate limiter: every tier of a key decided in one Lua call, one round trip.
+
+The arithmetic is :mod:`edge_kv.core.ratelimit`; ``lua/limit.lua`` mirrors it and a
+property test proves they agree. Time is the Redis server's (``TIME`` inside the
+script), so clients with skewed clocks still share one consistent limit.
+
+Failure policy: a call that cannot reach Redis within ``timeout`` seconds (refused
+connection, dead or paused server, any Redis error) either admits (``fail_open=True``;
+the result says ``degraded=True``) or raises :class:`RateLimiterUnavailable`
+(``fail_open=False``, the default). It never waits longer than ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from edge_kv.core.decision import Decision, most_restrictive
+from edge_kv.core.headers import rate_limit_headers
+from edge_kv.core.ratelimit import MAX_EXACT, FixedWindow, Policy, SlidingLog, SlidingWindowCounter, TokenBucket
+from edge_kv.core.validate import MAX_KEY_LENGTH, check_cost, check_key
+from edge_kv.origin._scripts import LuaScript
+
+log = logging.getLogger(__name__)
+
+LIMIT_SCRIPT = LuaScript.from_package("edge_kv.origin.ratelimit", "lua/limit.lua")
+
+
+class RateLimiterUnavailable(RuntimeError):
+    """Redis could not be asked in time and the limiter is configured to fail closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """The combined decision, each tier's decision, and the Redis time it was taken at.
+
+    ``degraded`` is true when Redis was unreachable and the limiter failed open: the
+    request was admitted without being counted.
+    """
+
+    decision: Decision
+    tiers: tuple[Decision, ...]
+    policies: tuple[Policy, ...]
+    now_us: int
+    degraded: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed
+
+    def headers(self) -> list[tuple[str, str]]:
+        """``RateLimit-Policy``, ``RateLimit`` and (when refused) ``Retry-After``."""
+        if self.degraded:
+            return []
+        return rate_limit_headers(self.policies, self.tiers)
+
+
+def _wire(policy: Policy) -> tuple[str, str, int, int]:
+    """(key suffix, Lua kind, limit, period) for one policy."""
+    if isinstance(policy, TokenBucket):
+        return "tb", "tb", policy.capacity, policy.interval_us
+    if isinstance(policy, SlidingLog):
+        return "log", "log", policy.limit, policy.window_us
+    if isinstance(policy, SlidingWindowCounter):
+        return "swc", "swc", policy.limit, policy.window_ms
+    if isinstance(policy, FixedWindow):
+        return "fw", "fw", policy.limit, policy.window_us
+    raise ValueError(f"not a rate-limit policy: {policy!r}")
+
+
+class RateLimiter:
+    """One or more limits (tiers) applied together to each key.
+
+    ``redis`` is a ``redis.asyncio.Redis`` client. State keys are
+    ``{prefix}{{{key}}}:{tier name}:{kind}``: the key is a hash tag, so all tiers of a key
+    live in one Cluster slot and one script can touch them all.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        policies: Policy | Sequence[Policy],
+        *,
+        prefix: str = "edge_kv:rl:",
+        timeout: float = 0.25,
+        fail_open: bool = False,
+        max_key_length: int = MAX_KEY_LENGTH,
+    ) -> None:
+        tiers = (policies,) if isinstance(policies, (TokenBucket, SlidingLog, SlidingWindowCounter, FixedWindow)) else tuple(policies)
+        if not tiers:
+            raise ValueError("at least one policy is required")
+        wires = [_wire(p) for p in tiers]
+        names = [p.name for p in tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be distinct, got {names}")
+        if not isinstance(prefix, str):
+            raise ValueError("prefix must be a str")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        self.redis = redis
+        self.policies: tuple[Policy, ...] = tiers
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self.fail_open = fail_open
+        self.max_key_length = max_key_length
+        self._suffixes = [f"}}:{p.name}:{w[0]}" for p, w in zip(tiers, wires, strict=True)]
+        self._args: list[str | int] = []
+        for _, kind, limit, period in wires:
+            self._args += [kind, limit, period]
+
+    def keys_for(self, key: str) -> list[str]:
+        """The Redis keys holding ``key``'s state, one per tier."""
+        check_key(key, max_length=self.max_key_length)
+        return [f"{self.prefix}{{{key}{suffix}" for suffix in self._suffixes]
+
+    def _check(self, key: str, cost: int, now_us: int | None) -> list[str]:
+        keys = self.keys_for(key)
+        for policy in self.policies:
+            check_cost(cost, policy.limit)
+        if now_us is not None and (
+            isinstance(now_us, bool) or not isinstance(now_us, int) or not 0 <= now_us < MAX_EXACT // 2
+        ):
+            raise ValueError(f"now_us must be an integer in [0, 2**52), got {now_us!r}")
+        return keys
+
+    async def hit(self, key: str, cost: int = 1, *, now_us: int | None = None) -> RateLimitResult:
+        """Spend ``cost`` units on ``key`` if every tier has room; report the decision.
+
+        ``now_us`` overrides the Redis clock (tests, replays); leave it ``None`` in production.
+        Bad arguments raise ``ValueError`` before anything is sent to Redis.
+        """
+        keys = self._check(key, cost, now_us)
+        args = ["" if now_us is None else now_us, cost, *self._args]
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await LIMIT_SCRIPT.run(self.redis, keys, args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            return self._unavailable(exc)
+        return self._result(reply)
+
+    async def peek(self, key: str, *, now_us: int | None = None) -> RateLimitResult:
+        """The current state without spending anything (a cost-0 hit)."""
+        return await self.hit(key, 0, now_us=now_us)
+
+    async def reset(self, key: str) -> None:
+        """Forget ``key``'s state in every tier (an administrative unblock)."""
+        async with asyncio.timeout(self.timeout):
+            await self.redis.delete(*self.keys_for(key))
+
+    def _result(self, reply: Sequence[int]) -> RateLimitResult:
+        now_us = int(reply[0])
+        decisions = []
+        for i, policy in enumerate(self.policies):
+            allowed, limit, remaining, retry, reset = (int(v) for v in reply[1 + 5 * i : 6 + 5 * i])
+            decisions.append(Decision(bool(allowed), limit, remaining, retry, reset, policy.name))
+        return RateLimitResult(most_restrictive(decisions), tuple(decisions), self.policies, now_us)
+
+    def _unavailable(self, exc: BaseException) -> RateLimitResult:
+        reason = type(exc).__name__ if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        if not self.fail_open:
+            raise RateLimiterUnavailable(f"rate limiter store unavailable ({reason})") from exc
+        log.warning("rate limiter failing open: %s", reason)
+        decisions = tuple(
+            Decision(True, p.limit, p.limit, 0, 0, p.name) for p in self.policies
+        )
+        return RateLimitResult(most_restrictive(list(decisions)), decisions, self.policies, 0, degraded=True)
