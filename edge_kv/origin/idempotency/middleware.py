@@ -1,0 +1,223 @@
+"""Plain ASGI middleware for Stripe-style ``Idempotency-Key`` (Starlette, FastAPI, any ASGI app).
+
+For a request whose method is in ``methods`` and that carries the header:
+
+* bad key (empty, too long, not visible ASCII, header repeated) -> 400 problem JSON;
+* body larger than ``max_body_bytes`` -> 413 problem JSON;
+* the app runs at most once per (principal, key); its response is buffered, stored
+  (unless 5xx or an exception) and sent; later identical requests get the stored status,
+  headers and body plus ``Idempotent-Replayed: true``;
+* same key, different method/path/body -> 422; first still in flight -> 409 with
+  ``Retry-After`` (or, with ``in_flight="wait"`` on the service, the stored response);
+* store down -> 503 problem JSON (fail closed), or pass-through with ``fail_open=True``.
+
+Requests without the header, other methods and non-HTTP scopes pass through untouched.
+Streaming responses are buffered whole before they are sent (they must be stored).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from edge_kv.core.problem import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
+from edge_kv.core.problem import problem
+
+from .fingerprint import fingerprint
+from .model import FingerprintMismatch, InFlight, StoredResponse, StoreUnavailable
+from .service import IdempotencyService
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Principal = Callable[[Scope], str | Awaitable[str | None] | None]
+
+REPLAYED_HEADER = "idempotent-replayed"
+
+
+def header_principal(name: str) -> Principal:
+    """Scope keys by a request header set by a trusted layer in front (e.g. the verified
+    ``X-Edge-User`` the edge forwards). Requests without it share the anonymous scope."""
+    wanted = name.lower().encode("latin-1")
+
+    def principal(scope: Scope) -> str | None:
+        for k, v in scope.get("headers", ()):
+            if k.lower() == wanted:
+                return bytes(v).decode("latin-1")
+        return None
+
+    return principal
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Incomplete(RuntimeError):
+    """The app returned without sending a complete response."""
+
+
+class IdempotencyMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: IdempotencyService,
+        *,
+        header: str = "Idempotency-Key",
+        methods: Iterable[str] = ("POST", "PUT", "PATCH", "DELETE"),
+        principal: Principal | None = None,
+        max_body_bytes: int = 1 << 20,
+        fail_open: bool = False,
+    ) -> None:
+        if max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be > 0, got {max_body_bytes}")
+        self.app = app
+        self.service = service
+        self.header = header.lower().encode("latin-1")
+        self.methods = frozenset(m.upper() for m in methods)
+        self.principal = principal
+        self.max_body_bytes = max_body_bytes
+        self.fail_open = fail_open
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http" or scope.get("method", "").upper() not in self.methods:
+            await self.app(scope, receive, send)
+            return
+        values = [v for k, v in scope.get("headers", ()) if bytes(k).lower() == self.header]
+        if not values:
+            await self.app(scope, receive, send)
+            return
+        if len(values) > 1:
+            await _send_problem(send, 400, "send exactly one Idempotency-Key header")
+            return
+        try:
+            key = self.service.check_key(bytes(values[0]).decode("latin-1"))
+        except ValueError as exc:
+            await _send_problem(send, 400, str(exc))
+            return
+        try:
+            body = await self._read_body(receive)
+        except _BodyTooLarge:
+            await _send_problem(send, 413, f"request bodies with an idempotency key are limited to {self.max_body_bytes} bytes")
+            return
+        who = await self._principal(scope)
+        path = scope.get("raw_path") or scope.get("path", "").encode("utf-8")
+        qs = scope.get("query_string") or b""
+        target = bytes(path).decode("latin-1") + ("?" + bytes(qs).decode("latin-1") if qs else "")
+        fp = fingerprint(scope["method"], target, body, _header(scope, b"content-type"))
+
+        async def handler() -> StoredResponse:
+            return await _capture(self.app, scope, body, receive)
+
+        try:
+            outcome = await self.service.execute(key, fp, handler, scope=who or "")
+        except FingerprintMismatch as exc:
+            await _send_problem(send, 422, str(exc))
+            return
+        except InFlight as exc:
+            await _send_problem(send, 409, str(exc), [(b"retry-after", str(exc.retry_after_s).encode())])
+            return
+        except StoreUnavailable as exc:
+            log.error("idempotency store unavailable: %s", exc)
+            if self.fail_open:
+                await self.app(scope, _replay_receive(body, receive), send)
+                return
+            await _send_problem(send, 503, "the idempotency store is unavailable; retry later",
+                                [(b"retry-after", b"1")])
+            return
+        except ValueError as exc:  # a principal the scoping refuses
+            await _send_problem(send, 400, str(exc))
+            return
+        extra = [(REPLAYED_HEADER, "true")] if outcome.replayed else []
+        await _send_stored(send, outcome.response, extra)
+
+    async def _principal(self, scope: Scope) -> str | None:
+        if self.principal is None:
+            return None
+        who = self.principal(scope)
+        if inspect.isawaitable(who):
+            who = await who
+        return who
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _BodyTooLarge()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", ()):
+        if bytes(k).lower() == name:
+            return bytes(v).decode("latin-1")
+    return None
+
+
+def _replay_receive(body: bytes, receive: Receive) -> Receive:
+    """Give the app the already-read body once, then defer to the server (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _capture(app: ASGIApp, scope: Scope, body: bytes, receive: Receive) -> StoredResponse:
+    status: int | None = None
+    headers: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+    complete = False
+
+    async def capture(message: Message) -> None:
+        nonlocal status, complete
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            headers.extend((bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                complete = True
+
+    await app(scope, _replay_receive(body, receive), capture)
+    if status is None or not complete:
+        raise _Incomplete("the application returned without sending a complete response")
+    return StoredResponse(status=status, headers=tuple(headers), body=b"".join(chunks))
+
+
+async def _send_stored(send: Send, response: StoredResponse, extra: list[tuple[str, str]]) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (*response.headers, *extra)]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+
+async def _send_problem(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(problem(status, detail), separators=(",", ":")).encode("utf-8")
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
