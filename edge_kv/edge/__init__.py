@@ -1,0 +1,1 @@
+"""Adapters over the Cloudflare Workers runtime (stdlib + ``js``/``pyodide``/``workers`` only)."""
