@@ -1,0 +1,318 @@
+"""Circuit breaker for asyncio code: decorator, ``call`` and an async context manager.
+
+The state machine lives in :mod:`.breaker_policy`; this module measures calls,
+classifies outcomes, raises :class:`~.errors.CircuitOpenError`, runs fallbacks and
+tells listeners about state changes. Where the state is kept is a :class:`BreakerStore`:
+:class:`LocalBreakerStore` (this process, the default) or
+:class:`~.breaker_redis.RedisBreakerStore` (every replica shares one state).
+
+Listeners fire for transitions this instance makes *and* for ones it observes
+(with a shared store another replica may have opened the circuit).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
+
+from edge_kv.core.validate import check_key
+from edge_kv.origin.resilience import breaker_policy as policy
+from edge_kv.origin.resilience.breaker_policy import (
+    CLOSED,
+    FAILURE,
+    HALF_OPEN,
+    IGNORED,
+    OPEN,
+    STATE_NAMES,
+    SUCCESS,
+    BreakerConfig,
+    Verdict,
+)
+from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock
+from edge_kv.origin.resilience.errors import CircuitOpenError, ResilienceError
+
+__all__ = [
+    "CLOSED",
+    "HALF_OPEN",
+    "OPEN",
+    "BreakerConfig",
+    "BreakerMetrics",
+    "BreakerStore",
+    "CircuitBreaker",
+    "LocalBreakerStore",
+]
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+StateListener = Callable[[str, str, str], None]
+_MISSING: Any = object()
+
+
+class BreakerStore(Protocol):
+    """Where breaker state lives. Each method is one atomic step of the policy."""
+
+    async def acquire(self, name: str, cfg: BreakerConfig) -> Verdict: ...
+
+    async def record(self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int) -> Verdict: ...
+
+    async def force(self, name: str, cfg: BreakerConfig, state: int) -> Verdict: ...
+
+
+class LocalBreakerStore:
+    """In-process state (one dict per breaker name); time from ``clock.monotonic``."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or SYSTEM_CLOCK
+        self.states: dict[str, policy.State] = {}
+
+    def _now(self) -> int:
+        return int(self.clock.monotonic() * 1000)
+
+    def _st(self, name: str) -> policy.State:
+        st = self.states.get(name)
+        if st is None:
+            st = self.states[name] = {}
+        return st
+
+    async def acquire(self, name: str, cfg: BreakerConfig) -> Verdict:
+        return policy.acquire(cfg, self._st(name), self._now())
+
+    async def record(self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int) -> Verdict:
+        return policy.record(cfg, self._st(name), self._now(), permit.gen, kind, duration_ms)
+
+    async def force(self, name: str, cfg: BreakerConfig, state: int) -> Verdict:
+        return policy.force(self._st(name), state, self._now())
+
+
+@dataclass
+class BreakerMetrics:
+    """Counters since creation. ``transitions[("closed", "open")]`` counts state changes."""
+
+    permitted: int = 0
+    rejected: int = 0
+    successes: int = 0
+    failures: int = 0
+    ignored: int = 0
+    slow: int = 0
+    fallbacks: int = 0
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+class CircuitBreaker:
+    """Stops calling a failing dependency; see :class:`BreakerConfig` for the thresholds.
+
+    Outcome classification: an exception that is an instance of ``ignore_exceptions``
+    (default: our own :class:`ResilienceError`, i.e. local refusals) is neither success
+    nor failure; else ``is_failure(exc)`` decides when given; else instances of
+    ``failure_exceptions`` (default ``Exception``) are failures. ``BaseException``s such
+    as cancellation are ignored (the probe slot is given back). A returned value is a
+    failure when ``is_failure_result(value)`` says so (e.g. an HTTP 503 response).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: BreakerConfig | None = None,
+        *,
+        store: BreakerStore | None = None,
+        clock: Clock | None = None,
+        failure_exceptions: tuple[type[BaseException], ...] = (Exception,),
+        ignore_exceptions: tuple[type[BaseException], ...] = (ResilienceError,),
+        is_failure: Callable[[BaseException], bool] | None = None,
+        is_failure_result: Callable[[Any], bool] | None = None,
+        on_state_change: StateListener | Iterable[StateListener] | None = None,
+    ) -> None:
+        self.name = check_key(name)
+        self.config = config or BreakerConfig()
+        self.clock = clock or SYSTEM_CLOCK
+        self.store: BreakerStore = store if store is not None else LocalBreakerStore(self.clock)
+        self.failure_exceptions = failure_exceptions
+        self.ignore_exceptions = ignore_exceptions
+        self.is_failure = is_failure
+        self.is_failure_result = is_failure_result
+        self.metrics = BreakerMetrics()
+        self._listeners: list[StateListener] = []
+        if callable(on_state_change):
+            self._listeners.append(on_state_change)
+        elif on_state_change is not None:
+            self._listeners.extend(on_state_change)
+        self._last = CLOSED
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The last state this instance saw (``closed``/``open``/``half_open``)."""
+        return STATE_NAMES[self._last]
+
+    def add_listener(self, listener: StateListener) -> None:
+        """``listener(breaker_name, old_state, new_state)``; exceptions are logged, not raised."""
+        self._listeners.append(listener)
+
+    def _observe(self, v: Verdict) -> None:
+        if v.changed >= 0:
+            self._fire(v.changed, v.state)
+        elif v.state != self._last:
+            self._fire(self._last, v.state)
+        self._last = v.state
+
+    def _fire(self, old: int, new: int) -> None:
+        pair = (STATE_NAMES[old], STATE_NAMES[new])
+        self.metrics.transitions[pair] += 1
+        for listener in self._listeners:
+            try:
+                listener(self.name, *pair)
+            except Exception:
+                log.exception("circuit %r state listener failed", self.name)
+
+    async def force_open(self) -> None:
+        """Open now (maintenance); it half-opens after ``wait_in_open`` as usual."""
+        self._observe(await self.store.force(self.name, self.config, OPEN))
+
+    async def reset(self) -> None:
+        """Close now and forget the window."""
+        self._observe(await self.store.force(self.name, self.config, CLOSED))
+
+    # -- calls -------------------------------------------------------------------------
+    def classify(self, exc: BaseException) -> int:
+        """SUCCESS, FAILURE or IGNORED for an exception raised by the protected call."""
+        if isinstance(exc, self.ignore_exceptions):
+            return IGNORED
+        if not isinstance(exc, Exception):
+            return IGNORED
+        if self.is_failure is not None:
+            return FAILURE if self.is_failure(exc) else SUCCESS
+        return FAILURE if isinstance(exc, self.failure_exceptions) else SUCCESS
+
+    async def permit(self) -> Verdict:
+        """Ask for permission; raises :class:`CircuitOpenError` when refused."""
+        v = await self.store.acquire(self.name, self.config)
+        self._observe(v)
+        if not v.allowed:
+            self.metrics.rejected += 1
+            raise CircuitOpenError(self.name, STATE_NAMES[v.state], v.retry_after_ms / 1000)
+        self.metrics.permitted += 1
+        return v
+
+    async def report(self, permit: Verdict, kind: int, duration: float) -> None:
+        """Record the outcome of a permitted call that took ``duration`` seconds."""
+        duration_ms = max(0, int(duration * 1000))
+        if kind == SUCCESS:
+            self.metrics.successes += 1
+        elif kind == FAILURE:
+            self.metrics.failures += 1
+        else:
+            self.metrics.ignored += 1
+        cfg = self.config
+        if kind != IGNORED and cfg.slow_ms > 0 and duration_ms >= cfg.slow_ms:
+            self.metrics.slow += 1
+        self._observe(await self.store.record(self.name, cfg, permit, kind, duration_ms))
+
+    def guard(self) -> BreakerGuard:
+        """``async with breaker.guard() as g:`` — call ``g.mark_failure()`` for bad results."""
+        return BreakerGuard(self)
+
+    async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``await fn(*args, **kwargs)`` through the breaker."""
+        async with BreakerGuard(self) as g:
+            result = await fn(*args, **kwargs)
+            if self.is_failure_result is not None and self.is_failure_result(result):
+                g.mark_failure()
+            return result
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        """Decorator form of :meth:`call`."""
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await self.call(fn, *args, **kwargs)
+
+        return wrapper
+
+    def protect(
+        self,
+        *,
+        fallback: Callable[..., Awaitable[Any]] | None = None,
+        default: Any = _MISSING,
+        use_cached: bool = False,
+        cache_size: int = 1024,
+        on: tuple[type[BaseException], ...] = (CircuitOpenError,),
+    ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+        """Decorator with fallbacks, tried in order when the call raises one of ``on``
+        (default: only when the circuit is open):
+
+        1. ``use_cached``: the last successful result for the same arguments;
+        2. ``fallback``: an alternate coroutine function called with the same arguments;
+        3. ``default``: a constant.
+
+        If none applies the original exception propagates.
+        """
+
+        def deco(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+            cache: OrderedDict[Hashable, Any] = OrderedDict()
+
+            @functools.wraps(fn)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                key = _cache_key(args, kwargs) if use_cached else None
+                try:
+                    result = await self.call(fn, *args, **kwargs)
+                except on:
+                    self.metrics.fallbacks += 1
+                    if key is not None and key in cache:
+                        return cast(T, cache[key])
+                    if fallback is not None:
+                        return cast(T, await fallback(*args, **kwargs))
+                    if default is not _MISSING:
+                        return cast(T, default)
+                    raise
+                if key is not None:
+                    cache[key] = result
+                    cache.move_to_end(key)
+                    if len(cache) > cache_size:
+                        cache.popitem(last=False)
+                return result
+
+            return wrapper
+
+        return deco
+
+
+def _cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable | None:
+    key = (args, tuple(sorted(kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+class BreakerGuard:
+    """One guarded call: permission on enter, outcome and duration recorded on exit."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self._permit: Verdict | None = None
+        self._start = 0.0
+        self._failed = False
+
+    def mark_failure(self) -> None:
+        """Count this call as a failure even though it raised nothing."""
+        self._failed = True
+
+    async def __aenter__(self) -> BreakerGuard:
+        self._permit = await self.breaker.permit()
+        self._start = self.breaker.clock.monotonic()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._permit is not None
+        duration = self.breaker.clock.monotonic() - self._start
+        kind = (FAILURE if self._failed else SUCCESS) if ev is None else self.breaker.classify(ev)
+        await self.breaker.report(self._permit, kind, duration)

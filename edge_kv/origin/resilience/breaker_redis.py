@@ -1,0 +1,108 @@
+"""Breaker state shared by every replica through one Redis hash per breaker.
+
+Consistency: each permission check and each outcome is one ``EVALSHA`` of
+``breaker.lua`` (the mirror of :mod:`.breaker_policy`), so every step is atomic and all
+replicas see one linearizable state machine: one window, one OPEN period, one global
+budget of HALF_OPEN probes. Time comes from the Redis server (``TIME``) by default, so
+replica clock skew does not matter. All replicas must use the same
+:class:`BreakerConfig` for a name (the script takes the config with each call).
+
+When Redis fails or answers slower than ``timeout`` the breaker does not hang and does
+not raise: it switches to ``on_redis_error`` for ``redis_retry_after`` seconds —
+``"local"`` (default: a per-process breaker with the same config takes over),
+``"open"`` (fail-open: every call allowed, nothing recorded) or ``"closed"``
+(fail-closed: every call refused). ``redis_errors`` counts the failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from edge_kv.origin.resilience import breaker_policy as policy
+from edge_kv.origin.resilience.breaker import LocalBreakerStore
+from edge_kv.origin.resilience.breaker_policy import BreakerConfig, Verdict
+from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock
+
+LUA = resources.files("edge_kv.origin.resilience").joinpath("breaker.lua").read_text(encoding="utf-8")
+
+
+class RedisBreakerStore:
+    """A :class:`~.breaker.BreakerStore` on Redis (``redis.asyncio`` client)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "edge_kv:breaker:",
+        timeout: float = 0.25,
+        on_redis_error: Literal["local", "open", "closed"] = "local",
+        redis_retry_after: float = 5.0,
+        ttl: float = 86_400.0,
+        use_server_time: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        if on_redis_error not in ("local", "open", "closed"):
+            raise ValueError(f"on_redis_error must be 'local', 'open' or 'closed', got {on_redis_error!r}")
+        if not timeout > 0 or not redis_retry_after >= 0 or not ttl >= 1:
+            raise ValueError("timeout must be > 0, redis_retry_after >= 0 and ttl >= 1 second")
+        self.redis = redis
+        self.prefix = prefix
+        self.timeout = timeout
+        self.on_redis_error = on_redis_error
+        self.redis_retry_after = redis_retry_after
+        self.ttl_ms = int(ttl * 1000)
+        self.use_server_time = use_server_time
+        self.clock = clock or SYSTEM_CLOCK
+        self.local = LocalBreakerStore(self.clock)
+        self.redis_errors = 0
+        self._down_until = float("-inf")
+        self._script = redis.register_script(LUA)
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is considered down and the fallback mode is in force."""
+        return self.clock.monotonic() < self._down_until
+
+    async def _eval(self, name: str, cfg: BreakerConfig, op: str, extra: list[Any]) -> Verdict | None:
+        if self.degraded:
+            return None
+        now = "" if self.use_server_time else str(int(self.clock.time() * 1000))
+        args = [op, now, str(self.ttl_ms), *cfg.lua_args(), *extra]
+        try:
+            async with asyncio.timeout(self.timeout):
+                r = await self._script(keys=[self.prefix + name], args=args)
+        except (RedisError, OSError, TimeoutError):
+            self.redis_errors += 1
+            self._down_until = self.clock.monotonic() + self.redis_retry_after
+            return None
+        return Verdict(bool(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), True)
+
+    async def acquire(self, name: str, cfg: BreakerConfig) -> Verdict:
+        v = await self._eval(name, cfg, "a", [])
+        if v is not None:
+            return v
+        if self.on_redis_error == "local":
+            return await self.local.acquire(name, cfg)
+        if self.on_redis_error == "open":
+            return Verdict(True, -1, policy.CLOSED, 0, -1)
+        return Verdict(False, -1, policy.OPEN, int(self.redis_retry_after * 1000), -1)
+
+    async def record(self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int) -> Verdict:
+        if permit.shared:
+            v = await self._eval(name, cfg, "r", [str(permit.gen), str(kind), str(duration_ms)])
+            if v is not None:
+                return v
+            return Verdict(False, permit.gen, permit.state, 0, -1)
+        if permit.gen < 0:  # fail-open permission: nothing to record
+            return Verdict(False, permit.gen, permit.state, 0, -1)
+        return await self.local.record(name, cfg, permit, kind, duration_ms)
+
+    async def force(self, name: str, cfg: BreakerConfig, state: int) -> Verdict:
+        v = await self._eval(name, cfg, "f", [str(state)])
+        local = await self.local.force(name, cfg, state)
+        return v if v is not None else local
