@@ -1,0 +1,210 @@
+"""The reference Worker: ``Default`` routes requests; Durable Object classes are exported here.
+
+Every binding kind is exercised end to end: ``/__health``, KV (``/kv/{key}``), the Cache API
+(``/cache/{key}``), and the ``Counter`` Durable Object through both ``stub.fetch`` and RPC.
+Features add routes with ``@router.route(...)`` in their own module and import it below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from workers import WorkerEntrypoint
+
+from counter import Counter
+from edge_kv.edge.http import (
+    HttpError,
+    RouteContext,
+    Router,
+    bad_request,
+    json_response,
+    problem_response,
+    read_json_object,
+    rpc_error_detail,
+    rpc_error_status,
+)
+
+__all__ = ["Counter", "Default"]
+
+router = Router()
+CACHE_ORIGIN = "https://cache.edge-kv.internal"
+
+
+@router.route("GET", "/__health")
+async def health(rc: RouteContext) -> Any:
+    cf = rc.request.cf
+    return json_response(
+        {
+            "ok": True,
+            "python": sys.version.split()[0],
+            "env": getattr(rc.env, "EDGE_KV_ENV", None),
+            "colo": getattr(cf, "colo", None) if cf is not None else None,
+        }
+    )
+
+
+@router.route("GET", "/__cf")
+async def show_cf(rc: RouteContext) -> Any:
+    cf = rc.request.cf
+    data = cf.to_py() if cf is not None else None
+    return json_response({"cf": data, "connecting_ip": rc.request.headers.get("cf-connecting-ip")})
+
+
+@router.route("GET", "/__error")
+async def error(rc: RouteContext) -> Any:
+    raise RuntimeError("deliberate failure for the 500 path")
+
+
+@router.route("POST", "/echo")
+async def echo(rc: RouteContext) -> Any:
+    return json_response({"json": await read_json_object(rc.request)})
+
+
+# ---- KV ----
+
+
+@router.route("PUT", "/kv/{key}")
+async def kv_put(rc: RouteContext) -> Any:
+    body = await read_json_object(rc.request)
+    value = body.get("value")
+    if not isinstance(value, str):
+        raise bad_request("'value' must be a string")
+    options: dict[str, int] = {}
+    ttl = body.get("ttl")
+    if ttl is not None:
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 60:
+            raise bad_request("'ttl' must be an integer >= 60 (the KV minimum)")
+        options["expirationTtl"] = ttl
+    await rc.env.KV.put(rc.params["key"], value, **options)
+    return json_response({"key": rc.params["key"], "stored": True})
+
+
+@router.route("GET", "/kv/{key}")
+async def kv_get(rc: RouteContext) -> Any:
+    value = await rc.env.KV.get(rc.params["key"])
+    if value is None:
+        raise HttpError(404, f"no KV value for {rc.params['key']!r}")
+    return json_response({"key": rc.params["key"], "value": value})
+
+
+@router.route("GET", "/kv-meta/{key}")
+async def kv_meta(rc: RouteContext) -> Any:
+    listing = await rc.env.KV.list(prefix=rc.params["key"])
+    for entry in listing.keys:
+        if entry.name == rc.params["key"]:
+            return json_response({"key": entry.name, "expiration": getattr(entry, "expiration", None)})
+    raise HttpError(404, f"no KV value for {rc.params['key']!r}")
+
+
+@router.route("DELETE", "/kv/{key}")
+async def kv_delete(rc: RouteContext) -> Any:
+    await rc.env.KV.delete(rc.params["key"])
+    return json_response({"key": rc.params["key"], "deleted": True})
+
+
+# ---- Cache API ----
+
+
+async def _cache(rc: RouteContext) -> Any:
+    from js import caches
+
+    name = dict(p.split("=", 1) for p in rc.query.split("&") if "=" in p).get("cache")
+    return await caches.open(name) if name else caches.default
+
+
+@router.route("PUT", "/cache/{key}")
+async def cache_put(rc: RouteContext) -> Any:
+    from workers import Response
+
+    body = await read_json_object(rc.request)
+    value, max_age = body.get("value"), body.get("max_age", 60)
+    if not isinstance(value, str):
+        raise bad_request("'value' must be a string")
+    if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 1:
+        raise bad_request("'max_age' must be an integer >= 1")
+    cached = Response(value, headers={"cache-control": f"max-age={max_age}", "content-type": "text/plain"})
+    cache = await _cache(rc)
+    await cache.put(f"{CACHE_ORIGIN}/{rc.params['key']}", cached.js_object)
+    return json_response({"key": rc.params["key"], "cached": True, "max_age": max_age})
+
+
+@router.route("GET", "/cache/{key}")
+async def cache_get(rc: RouteContext) -> Any:
+    cache = await _cache(rc)
+    hit = await cache.match(f"{CACHE_ORIGIN}/{rc.params['key']}")
+    if hit is None:
+        raise HttpError(404, f"no cache entry for {rc.params['key']!r}", cache="MISS")
+    return json_response({"key": rc.params["key"], "value": await hit.text(), "cache": "HIT"})
+
+
+# ---- Durable Object counter ----
+
+
+def _counter(rc: RouteContext) -> Any:
+    return rc.env.COUNTER.get(rc.env.COUNTER.idFromName(rc.params["name"]))
+
+
+async def _rpc(call: Any) -> Any:
+    try:
+        return await call
+    except Exception as exc:
+        raise HttpError(rpc_error_status(exc), rpc_error_detail(exc)) from None
+
+
+@router.route("POST", "/do/counter/{name}/increment")
+async def counter_increment(rc: RouteContext) -> Any:
+    body = await read_json_object(rc.request)
+    value = await _rpc(_counter(rc).increment(body.get("by", 1)))
+    return json_response({"name": rc.params["name"], "value": value})
+
+
+@router.route("GET", "/do/counter/{name}")
+async def counter_fetch(rc: RouteContext) -> Any:
+    response = await _counter(rc).fetch("https://counter.internal/value")
+    return json_response({"name": rc.params["name"], **(await response.json())})
+
+
+@router.route("POST", "/do/counter/{name}/alarm")
+async def counter_alarm(rc: RouteContext) -> Any:
+    body = await read_json_object(rc.request)
+    when = await _rpc(_counter(rc).schedule_alarm(body.get("delay_ms", 1000)))
+    return json_response({"name": rc.params["name"], "scheduled": when})
+
+
+@router.route("GET", "/do/counter/{name}/alarm")
+async def counter_alarm_state(rc: RouteContext) -> Any:
+    state = await _rpc(_counter(rc).alarm_state())
+    return json_response({"name": rc.params["name"], **dict(state)})
+
+
+@router.route("POST", "/do/counter/{name}/sql")
+async def counter_sql(rc: RouteContext) -> Any:
+    body = await read_json_object(rc.request)
+    rows = await _rpc(_counter(rc).sql_roundtrip(body.get("text")))
+    return json_response({"rows": [dict(r) for r in rows]})
+
+
+# ---- ctx.waitUntil ----
+
+
+@router.route("POST", "/wait-until/{key}")
+async def wait_until(rc: RouteContext) -> Any:
+    """Answers at once; the KV write happens afterwards, in ``ctx.waitUntil``."""
+    key = rc.params["key"]
+
+    async def later() -> None:
+        await asyncio.sleep(0.3)
+        await rc.env.KV.put(key, "done")
+
+    rc.ctx.waitUntil(asyncio.ensure_future(later()))
+    return json_response({"key": key, "scheduled": True}, status=202)
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request: Any) -> Any:
+        try:
+            return await router.dispatch(request, self.env, self.ctx)
+        except Exception:  # pragma: no cover - dispatch never raises; belt and braces
+            return problem_response(500, "The Worker failed to handle the request.")
