@@ -36,7 +36,13 @@ def problem(
     instance: str | None = None,
     **extensions: Any,
 ) -> dict[str, Any]:
-    """Build a problem object. Extension members must not shadow the standard ones."""
+    """Build a problem object. Extension members must not shadow the standard ones.
+
+    ``status`` must be an HTTP status code (an ``int`` in 100..599): RFC 9457 makes the
+    member a JSON number equal to the response status, so anything else is refused.
+    """
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError(f"status must be an HTTP status code (int 100..599), got {status!r}")
     clash = _RESERVED.intersection(extensions)
     if clash:
         raise ValueError(f"extension members shadow standard members: {sorted(clash)}")

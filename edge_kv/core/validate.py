@@ -38,7 +38,10 @@ def check_key(key: object, *, max_length: int = MAX_KEY_LENGTH) -> str:
         raise ValueError(f"key must be a str, got {type(key).__name__}")
     if not key:
         raise ValueError("key must not be empty")
-    n = len(key.encode("utf-8"))
+    try:
+        n = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("key must be valid Unicode text (it contains a lone surrogate)") from None
     if n > max_length:
         raise ValueError(f"key is {n} bytes; the maximum is {max_length}")
     return key
