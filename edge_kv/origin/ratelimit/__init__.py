@@ -10,6 +10,20 @@ The algorithms are :mod:`edge_kv.core.ratelimit` (the same ones the edge runs)::
     result = await limiter.hit("user:42")
 """
 
-from edge_kv.origin.ratelimit.limiter import LIMIT_SCRIPT, RateLimiter, RateLimiterUnavailable, RateLimitResult
+from edge_kv.origin.ratelimit.limiter import (
+    LIMIT_SCRIPT,
+    RateLimiter,
+    RateLimiterUnavailable,
+    RateLimitResult,
+)
+from edge_kv.origin.ratelimit.middleware import RateLimitMiddleware, client_ip, header_key
 
-__all__ = ["LIMIT_SCRIPT", "RateLimitResult", "RateLimiter", "RateLimiterUnavailable"]
+__all__ = [
+    "LIMIT_SCRIPT",
+    "RateLimitMiddleware",
+    "RateLimitResult",
+    "RateLimiter",
+    "RateLimiterUnavailable",
+    "client_ip",
+    "header_key",
+]

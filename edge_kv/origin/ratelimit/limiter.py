@@ -22,7 +22,14 @@ from redis.exceptions import RedisError
 
 from edge_kv.core.decision import Decision, most_restrictive
 from edge_kv.core.headers import rate_limit_headers
-from edge_kv.core.ratelimit import MAX_EXACT, FixedWindow, Policy, SlidingLog, SlidingWindowCounter, TokenBucket
+from edge_kv.core.ratelimit import (
+    MAX_EXACT,
+    FixedWindow,
+    Policy,
+    SlidingLog,
+    SlidingWindowCounter,
+    TokenBucket,
+)
 from edge_kv.core.validate import MAX_KEY_LENGTH, check_cost, check_key
 from edge_kv.origin._scripts import LuaScript
 
