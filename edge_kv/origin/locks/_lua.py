@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from edge_kv.origin._scripts import LuaScript
 
-# ARGV[1] owner, ARGV[2] ttl ms -> {token, 0} on grant, {0, pttl of the holder} otherwise.
+# ARGV[1] owner, ARGV[2] ttl ms -> {token, 0, token} on grant,
+# {0, pttl of the holder, current counter} otherwise.
 ACQUIRE = LuaScript(
     """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {redis.call('INCR', KEYS[2]), 0}
+  local t = redis.call('INCR', KEYS[2])
+  return {t, 0, t}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}
 """,
     name="lock_acquire",
 )

@@ -77,7 +77,7 @@ class RedisLock(LeaseLock):
 
     async def _attempt(self, owner: str) -> Attempt:
         started = time.monotonic()
-        token, pttl = await run(
+        token, pttl, _counter = await run(
             ACQUIRE,
             self.redis,
             [self.key, self.counter_key],

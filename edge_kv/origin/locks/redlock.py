@@ -1,0 +1,187 @@
+"""Redlock over N independent Redis nodes, with a quorum-safe fencing token.
+
+Acquire (one attempt):
+
+1. Run the lock's acquire script on every node concurrently (each call bounded by
+   ``op_timeout``): ``SET key owner NX PX ttl`` and, where granted, ``INCR`` of that
+   node's fencing counter. Wait for every node's answer or timeout.
+2. Fewer than ``quorum(N) = N // 2 + 1`` grants: release on every node, fail.
+3. ``token = max`` of the counters returned by the granting nodes (and of 1 + the
+   counter of any node that refused, which may be ahead). If fewer than a
+   quorum of them already returned ``token``, raise the lagging granting nodes' counters
+   to ``token`` (one more concurrent round, only on nodes where we still hold the key)
+   and require that a quorum now has counter >= ``token``.
+4. ``validity = ttl - elapsed - drift(ttl)`` (:func:`edge_kv.core.lease.redlock_validity_ms`);
+   non-positive: release everywhere, fail. Otherwise the lease is ours until then.
+
+In steady state every node has the same counter, so step 3 is skipped and acquisition
+is one concurrent round trip. Why tokens are strictly increasing, and what breaks it,
+is in docs/origin-locks.md ("Redlock fencing tokens").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, quorum, redlock_validity_ms
+from edge_kv.origin.locks._base import (
+    DEFAULT_BLOCKING_TIMEOUT_S,
+    DEFAULT_RENEW_FRACTION,
+    DEFAULT_TTL_MS,
+    Attempt,
+    LeaseLock,
+)
+from edge_kv.origin.locks._io import run
+from edge_kv.origin.locks._lua import ACQUIRE, EXTEND, RAISE_COUNTER, RELEASE
+from edge_kv.origin.locks.errors import LockNotOwned, LockUnavailable
+
+DEFAULT_REDLOCK_NAMESPACE = "edge_kv:redlock"
+DEFAULT_REDLOCK_OP_TIMEOUT_S = 0.5
+DEFAULT_REDLOCK_RETRY_DELAY_MS = (20, 100)
+
+
+class Redlock(LeaseLock):
+    """``async with Redlock([r1, r2, r3, r4, r5], "job:7", ttl_ms=10_000) as lock: lock.token``
+
+    ``clients`` are asyncio clients of *independent* Redis servers (not replicas of one
+    another). ``op_timeout`` bounds each node's call and should be small next to
+    ``ttl_ms``: a slow node must not eat the validity. Other options as in
+    :class:`~edge_kv.origin.locks.redis_lock.RedisLock`.
+    """
+
+    def __init__(
+        self,
+        clients: Sequence[aioredis.Redis],
+        name: str,
+        *,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        blocking_timeout: float | None = DEFAULT_BLOCKING_TIMEOUT_S,
+        retry_delay_ms: tuple[int, int] = DEFAULT_REDLOCK_RETRY_DELAY_MS,
+        auto_renew: bool = False,
+        renew_fraction: float = DEFAULT_RENEW_FRACTION,
+        drift_factor: float = DEFAULT_DRIFT_FACTOR,
+        op_timeout: float = DEFAULT_REDLOCK_OP_TIMEOUT_S,
+        namespace: str = DEFAULT_REDLOCK_NAMESPACE,
+    ) -> None:
+        clients = list(clients)
+        if not clients:
+            raise ValueError("Redlock needs at least one Redis client")
+        if len({id(c) for c in clients}) != len(clients):
+            raise ValueError("Redlock clients must be distinct (one per independent Redis server)")
+        super().__init__(
+            name,
+            ttl_ms=ttl_ms,
+            blocking_timeout=blocking_timeout,
+            retry_delay_ms=retry_delay_ms,
+            auto_renew=auto_renew,
+            renew_fraction=renew_fraction,
+            drift_factor=drift_factor,
+            op_timeout=op_timeout,
+            namespace=namespace,
+        )
+        self.clients = clients
+        self.quorum = quorum(len(clients))
+
+    def _validity(self, ttl_ms: int, elapsed_s: float) -> int:
+        return redlock_validity_ms(ttl_ms, int(elapsed_s * 1000), self.drift_factor)
+
+    async def _on_node(self, client: aioredis.Redis, owner: str) -> tuple[int, int, int] | None:
+        """(token or 0, holder pttl, counter) from one node, ``None`` if it did not answer."""
+        try:
+            token, pttl, counter = await run(
+                ACQUIRE,
+                client,
+                [self.key, self.counter_key],
+                [owner, self.ttl_ms],
+                self.op_timeout,
+                "acquire",
+            )
+        except LockUnavailable:
+            return None
+        return int(token), int(pttl), int(counter)
+
+    async def _raise_on_node(self, client: aioredis.Redis, owner: str, token: int) -> bool:
+        try:
+            ok = await run(
+                RAISE_COUNTER, client, [self.key, self.counter_key], [owner, token], self.op_timeout, "raise"
+            )
+        except LockUnavailable:
+            return False
+        return bool(ok)
+
+    async def _attempt(self, owner: str) -> Attempt:
+        started = time.monotonic()
+        replies = await asyncio.gather(*(self._on_node(c, owner) for c in self.clients))
+        answered = sum(r is not None for r in replies)
+        granted = [(i, r[0]) for i, r in enumerate(replies) if r is not None and r[0] > 0]
+        if len(granted) < self.quorum:
+            await self._release_all(owner)
+            pttls = [r[1] for r in replies if r is not None and r[0] == 0 and r[1] > 0]
+            return Attempt(
+                None,
+                available=answered >= self.quorum,
+                holder_pttl_ms=sorted(pttls)[len(pttls) // 2] if pttls else 0,
+                detail=f"{answered} of {len(self.clients)} nodes answered, {len(granted)} granted; "
+                f"quorum is {self.quorum}",
+            )
+        # Counters of nodes that refused (an expiring or orphaned lease) may be ahead:
+        # their value may already have been handed out, so the new token must exceed it.
+        refused_max = max((r[2] for r in replies if r is not None and r[0] == 0), default=0)
+        token = max(max(t for _, t in granted), refused_max + 1)
+        at_token = sum(t == token for _, t in granted)
+        if at_token < self.quorum:
+            lagging = [i for i, t in granted if t < token]
+            raised = await asyncio.gather(
+                *(self._raise_on_node(self.clients[i], owner, token) for i in lagging)
+            )
+            at_token += sum(raised)
+        validity = self._validity(self.ttl_ms, time.monotonic() - started)
+        if at_token < self.quorum or validity <= 0:
+            await self._release_all(owner)
+            return Attempt(None, detail="granted by a quorum but could not confirm token/validity in time")
+        return Attempt(token, validity_ms=validity)
+
+    async def _each(self, sc_name: str, owner: str, ttl_ms: int = 0) -> list[bool | None]:
+        sc = RELEASE if sc_name == "release" else EXTEND
+        args: list[str | int] = [owner] if sc_name == "release" else [owner, ttl_ms]
+
+        async def one(client: aioredis.Redis) -> bool | None:
+            try:
+                return bool(await run(sc, client, [self.key], args, self.op_timeout, sc_name))
+            except LockUnavailable:
+                return None
+
+        return list(await asyncio.gather(*(one(c) for c in self.clients)))
+
+    async def _release_all(self, owner: str) -> None:
+        await self._each("release", owner)
+
+    async def _extend(self, owner: str, ttl_ms: int) -> int:
+        started = time.monotonic()
+        results = await self._each("extend", owner, ttl_ms)
+        ok = sum(r is True for r in results)
+        validity = self._validity(ttl_ms, time.monotonic() - started)
+        if ok >= self.quorum and validity > 0:
+            return validity
+        answered = sum(r is not None for r in results)
+        if answered < self.quorum:
+            raise LockUnavailable(
+                f"extend {self.name!r}: only {answered} of {len(self.clients)} nodes answered"
+            )
+        raise LockNotOwned(f"lock {self.name!r}: extended on {ok} nodes, quorum is {self.quorum}")
+
+    async def _release(self, owner: str) -> None:
+        results = await self._each("release", owner)
+        released = sum(r is True for r in results)
+        if released >= self.quorum:
+            return
+        answered = sum(r is not None for r in results)
+        if answered < self.quorum:
+            raise LockUnavailable(
+                f"release {self.name!r}: only {answered} of {len(self.clients)} nodes answered"
+            )
+        raise LockNotOwned(f"lock {self.name!r}: held on only {released} nodes, quorum is {self.quorum}")
