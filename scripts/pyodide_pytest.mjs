@@ -7,7 +7,8 @@
 // scripts/setup downloads into .cache/pyodide-wheels/ are unzipped into Pyodide's
 // in-memory FS, and scripts/pyodide/run_pytest.py calls pytest.main. JSPI (the flag
 // above) lets sync code block on a coroutine (loop.run_until_complete), which
-// pytest-asyncio needs. Without extra arguments it runs every edge-safe test and
+// pytest-asyncio needs. EDGE_KV_PYODIDE_WHEELS overrides the wheel directory.
+// Without extra arguments it runs every edge-safe test and
 // fails unless each edge-safe test file yields tests; extra arguments go to pytest.
 import { existsSync } from "node:fs";
 import path from "node:path";
@@ -15,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { loadPyodide } from "pyodide";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const WHEELS = path.join(ROOT, ".cache", "pyodide-wheels");
+const WHEELS = path.resolve(process.env.EDGE_KV_PYODIDE_WHEELS ?? path.join(ROOT, ".cache", "pyodide-wheels"));
 // Host variables that change what the tests do; nothing else leaks into the run.
 const PASS_ENV = ["HYPOTHESIS_PROFILE", "PY_COLORS", "NO_COLOR", "TERM", "COLUMNS"];
 
@@ -43,6 +44,10 @@ async function main() {
 
   pyodide.FS.mkdirTree(ROOT);
   pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: ROOT }, ROOT);
+  if (path.relative(ROOT, WHEELS).startsWith("..")) {
+    pyodide.FS.mkdirTree(WHEELS);
+    pyodide.FS.mount(pyodide.FS.filesystems.NODEFS, { root: WHEELS }, WHEELS);
+  }
   process.stdout.write(`Pyodide ${pyodide.version} loaded in ${Date.now() - started} ms; repository mounted at ${ROOT}\n`);
 
   const sys = pyodide.pyimport("sys");

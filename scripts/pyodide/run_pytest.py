@@ -21,8 +21,23 @@ from typing import Any
 #: Packages an edge-safe test must not reach even though their files are on the mounted
 #: repository: importing them inside Pyodide fails loudly instead of half-working.
 FORBIDDEN_PREFIXES = ("edge_kv.origin",)
+REQUIRED_WHEELS = (
+    "pytest",
+    "pluggy",
+    "iniconfig",
+    "packaging",
+    "pygments",
+    "pytest-asyncio",
+    "hypothesis",
+    "sortedcontainers",
+    "attrs",
+)
 SITE_DIR = Path("/tmp/edge_kv_test_site")
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<tags>.+)\.whl$")
+
+
+class RunnerError(Exception):
+    """The test environment inside Pyodide cannot be set up (reported, exit code 2)."""
 
 
 class _ForbiddenImports(importlib.abc.MetaPathFinder):
@@ -92,9 +107,11 @@ def install_wheels(wheel_dir: Path, required: Sequence[str]) -> dict[str, Path]:
     wheels = pick_wheels(wheel_dir)
     missing = [r for r in required if r not in wheels]
     if missing:
-        raise SystemExit(
-            f"no pure-Python wheel for {missing} in {wheel_dir}: run scripts/setup "
-            "(it downloads py3-none-any wheels for Pyodide)"
+        raise RunnerError(
+            f"no pure-Python (py3-none-any) wheel for {missing} in {wheel_dir}: scripts/setup must "
+            "fetch them with `pip download --only-binary=:all: --no-deps --platform any "
+            "--implementation py --python-version 3.14 --abi none` (a platform wheel such as "
+            "hypothesis' cp311 manylinux build cannot load in WebAssembly)"
         )
     SITE_DIR.mkdir(parents=True, exist_ok=True)
     for wheel in wheels.values():
@@ -115,7 +132,11 @@ def main(root: str, argv: Sequence[str], wheel_dir: str) -> int:
     if sys.platform != "emscripten":
         print("refusing to run: this runner is for Pyodide only", file=sys.stderr)
         return 2
-    wheels = install_wheels(Path(wheel_dir), ["pytest", "pluggy", "iniconfig", "packaging", "pytest-asyncio"])
+    try:
+        wheels = install_wheels(Path(wheel_dir), REQUIRED_WHEELS)
+    except RunnerError as exc:
+        print(f"pyodide_pytest: {exc}", file=sys.stderr, flush=True)
+        return 2
     print("wheels: " + ", ".join(p.name for p in wheels.values()), flush=True)
 
     os.chdir(root)
