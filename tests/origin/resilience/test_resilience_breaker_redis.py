@@ -69,7 +69,7 @@ async def test_two_replicas_share_one_state(redis: aioredis.Redis, redis_server:
                 return "rejected"
 
         tasks = [asyncio.create_task(attempt(a if i % 2 else b)) for i in range(20)]
-        while sum(t.done() for t in tasks) < 17:
+        while sum(t.done() for t in tasks) < 17:  # noqa: ASYNC110 - polling task states
             await asyncio.sleep(0.001)
         assert running == 3
         gate.set()

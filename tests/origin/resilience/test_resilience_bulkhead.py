@@ -172,4 +172,4 @@ async def test_full_bulkhead_is_not_a_dependency_failure_nor_retried() -> None:
 def test_validation() -> None:
     for kwargs in ({"max_concurrent": 0}, {"max_concurrent": 1, "max_queue": -1}, {"max_concurrent": 1, "queue_timeout": 0}):
         with pytest.raises(ValueError):
-            Bulkhead("x", **kwargs)  # type: ignore[arg-type]
+            Bulkhead("x", **kwargs)
