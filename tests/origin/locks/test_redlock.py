@@ -40,7 +40,7 @@ async def test_acquire_release_tokens_increase_and_exclude(cluster: Cluster) -> 
     t1 = await a.acquire()
     for c in clients:
         assert (await c.get(a.key)).decode() == a.owner
-    assert 4900 < a.remaining_ms() <= 5000
+    assert 4000 < a.remaining_ms() <= 5000 - 52  # TTL minus elapsed minus drift (1% + 2 ms)
     assert await b.try_acquire() is None
     await a.release()
     for c in clients:
