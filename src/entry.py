@@ -13,6 +13,8 @@ from typing import Any
 
 from workers import WorkerEntrypoint
 
+import edge_limits
+import edge_locks
 from counter import Counter
 from edge_kv.edge.http import (
     HttpError,
@@ -25,10 +27,14 @@ from edge_kv.edge.http import (
     rpc_error_detail,
     rpc_error_status,
 )
+from edge_limits import RateLimiter
+from edge_locks import LockService
 
-__all__ = ["Counter", "Default"]
+__all__ = ["Counter", "Default", "LockService", "RateLimiter"]
 
 router = Router()
+edge_limits.register(router)  # /limited/*, /ratelimit/* (docs/edge-limits-locks.md)
+edge_locks.register(router)  # /locks/*
 CACHE_ORIGIN = "https://cache.edge-kv.internal"
 
 

@@ -52,26 +52,26 @@ CFG = parse_config(
         "limits": {
             "ip": {
                 "key": "ip",
-                "tiers": [{"name": "ip", "algorithm": "token_bucket", "capacity": 3, "refill_rate": 1}],
+                "tiers": [{"name": "ip", "kind": "token_bucket", "capacity": 3, "refill_rate": 1}],
             },
             "user": {
                 "key": "subject",
                 "backend": "kv",
-                "tiers": [{"name": "user", "algorithm": "fixed_window", "limit": 2, "window_s": 10}],
+                "tiers": [{"name": "user", "kind": "fixed_window", "limit": 2, "window_s": 10}],
             },
             "flaky-open": {
                 "key": "ip",
                 "backend": "kv",
                 "on_error": "open",
                 "timeout_ms": 50,
-                "tiers": [{"name": "fo", "algorithm": "fixed_window", "limit": 1, "window_s": 1}],
+                "tiers": [{"name": "fo", "kind": "fixed_window", "limit": 1, "window_s": 1}],
             },
             "flaky-closed": {
                 "key": "ip",
                 "backend": "kv",
                 "on_error": "closed",
                 "timeout_ms": 50,
-                "tiers": [{"name": "fc", "algorithm": "fixed_window", "limit": 1, "window_s": 1}],
+                "tiers": [{"name": "fc", "kind": "fixed_window", "limit": 1, "window_s": 1}],
             },
         },
         "allow": ["10.0.0.0/8"],

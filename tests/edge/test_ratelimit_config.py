@@ -17,15 +17,15 @@ GOOD: dict[str, Any] = {
             "key": ["ip"],
             "on_error": "open",
             "tiers": [
-                {"name": "burst", "algorithm": "token_bucket", "capacity": 20, "refill_rate": 10},
-                {"name": "hour", "algorithm": "sliding_window", "limit": 1000, "window_s": 3600},
+                {"name": "burst", "kind": "token_bucket", "capacity": 20, "refill_rate": 10},
+                {"name": "hour", "kind": "sliding_window_counter", "limit": 1000, "window_s": 3600},
             ],
         },
         "per-user": {
             "key": ["subject", "route"],
             "backend": "kv",
             "shards": 4,
-            "tiers": [{"name": "user", "algorithm": "fixed_window", "limit": 5, "window_s": 1}],
+            "tiers": [{"name": "user", "kind": "fixed_window", "limit": 5, "window_s": 1}],
         },
     },
     "routes": [
@@ -81,7 +81,7 @@ def _with(path: list[str | int], value: object) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (["limits", "per-ip", "tiers", 0, "algorithm"], "leaky", "algorithm"),
+        (["limits", "per-ip", "tiers", 0, "kind"], "leaky", "unknown policy kind"),
         (["limits", "per-ip", "tiers", 0, "capacity"], -1, "capacity"),
         (["limits", "per-ip", "tiers", 0, "capacity"], 1.5, "capacity"),
         (["limits", "per-ip", "tiers", 0, "refill_rate"], 0, "refill_rate"),

@@ -15,8 +15,8 @@ not silently disable it. Shape::
           "timeout_ms": 1000,
           "shards": 0,                   # 0: one Durable Object per key; N: hash into N
           "tiers": [
-            {"name": "ip-burst", "algorithm": "token_bucket", "capacity": 20, "refill_rate": 10},
-            {"name": "ip-hour", "algorithm": "sliding_window", "limit": 1000, "window_s": 3600}
+            {"name": "ip-burst", "kind": "token_bucket", "capacity": 20, "refill_rate": 10},
+            {"name": "ip-hour", "kind": "sliding_window_counter", "limit": 1000, "window_s": 3600}
           ]
         }
       },
@@ -25,9 +25,10 @@ not silently disable it. Shape::
       "deny": ["203.0.113.7"]
     }
 
-Algorithms map one-to-one onto :mod:`edge_kv.core.ratelimit`: ``token_bucket``
-(capacity, refill_rate), ``sliding_log`` (limit, window_s), ``sliding_window``
-(the two-counter approximation: limit, window_s) and ``fixed_window`` (limit, window_s).
+Tiers use the one policy spec format of :mod:`edge_kv.core.ratelimit_spec` (the origin
+limiter reads the same): ``token_bucket`` (capacity, refill_rate), ``sliding_log``
+(limit, window_s), ``sliding_window_counter`` (the two-counter approximation: limit,
+window_s) and ``fixed_window`` (limit, window_s); ``name`` is required.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_kv.core.ratelimit import FixedWindow, Policy, SlidingLog, SlidingWindowCounter, TokenBucket
+from edge_kv.core.ratelimit import Policy
+from edge_kv.core.ratelimit_spec import policy_from_spec, policy_to_spec
 
 KEY_PARTS = ("ip", "subject", "route", "global")
 BACKENDS = ("do", "kv")
@@ -46,13 +48,6 @@ ON_ERROR = ("open", "closed")
 MAX_TIMEOUT_MS = 30_000
 MAX_SHARDS = 1024
 MAX_TIERS = 8
-
-_ALGORITHMS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
-    "token_bucket": (TokenBucket, ("capacity", "refill_rate")),
-    "sliding_log": (SlidingLog, ("limit", "window_s")),
-    "sliding_window": (SlidingWindowCounter, ("limit", "window_s")),
-    "fixed_window": (FixedWindow, ("limit", "window_s")),
-}
 
 
 class ConfigError(ValueError):
@@ -125,25 +120,23 @@ class LimitsConfig:
         """The named limit; ``KeyError`` if there is none (the edge answers 404)."""
         return self.limits[name]
 
-    def limits_for_path(self, path: str) -> tuple[LimitSpec, ...]:
-        """Limits of the first route rule whose prefix matches ``path`` (longest prefix wins)."""
+    def match_route(self, path: str) -> RouteRule | None:
+        """The route rule with the longest prefix of ``path``, if any."""
         best: RouteRule | None = None
         for rule in self.routes:
             if path.startswith(rule.prefix) and (best is None or len(rule.prefix) > len(best.prefix)):
                 best = rule
-        if best is None:
-            return ()
-        return tuple(self.limits[name] for name in best.limits)
+        return best
+
+    def limits_for_path(self, path: str) -> tuple[LimitSpec, ...]:
+        """Limits of the route rule matching ``path`` (longest prefix wins)."""
+        rule = self.match_route(path)
+        return () if rule is None else tuple(self.limits[name] for name in rule.limits)
 
 
 def policy_to_json(policy: Policy) -> dict[str, Any]:
-    for algorithm, (cls, fields) in _ALGORITHMS.items():
-        if type(policy) is cls:
-            out: dict[str, Any] = {"name": policy.name, "algorithm": algorithm}
-            for f in fields:
-                out[f] = getattr(policy, f)
-            return out
-    raise TypeError(f"not a rate-limit policy: {policy!r}")
+    """The policy in the shared spec format of :mod:`edge_kv.core.ratelimit_spec`."""
+    return policy_to_spec(policy)
 
 
 def _obj(value: object, path: str, allowed: Sequence[str]) -> Mapping[str, Any]:
@@ -178,20 +171,15 @@ def _name(value: object, path: str) -> str:
 
 
 def parse_policy(value: object, path: str) -> Policy:
+    """One tier in the shared spec format; unlike the bare spec, ``name`` is required here
+    because it is what the ``RateLimit`` headers and the stored state are keyed by."""
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: expected an object, got {type(value).__name__}")
-    algorithm = _choice(value.get("algorithm"), f"{path}.algorithm", tuple(_ALGORITHMS))
-    cls, fields = _ALGORITHMS[algorithm]
-    body = _obj(value, path, ("name", "algorithm", *fields))
-    name = _name(body.get("name"), f"{path}.name")
-    missing = [f for f in fields if f not in body]
-    if missing:
-        raise ConfigError(f"{path}: {algorithm} needs {list(fields)}; missing {missing}")
+    _name(value.get("name"), f"{path}.name")
     try:
-        policy: Policy = cls(**{f: body[f] for f in fields}, name=name)
+        return policy_from_spec(value)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    return policy
 
 
 def parse_limit(name: str, value: object, path: str) -> LimitSpec:

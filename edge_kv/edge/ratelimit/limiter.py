@@ -111,15 +111,24 @@ class EdgeLimiter:
             return Verdict(403, source="deny", detail="the client is on the deny list")
         if self.config.allow.matches(ip, subject):
             return Verdict(None, source="allow")
+        keyed: list[tuple[LimitSpec, str]] = []
+        for spec in limits:
+            key = limit_key(spec, ip=ip, subject=subject, route=route)
+            if key is not None:
+                keyed.append((spec, key))
+        return await self.check_keys(keyed, cost=cost, at_us=at_us)
+
+    async def check_keys(
+        self, keyed: Sequence[tuple[LimitSpec, str]], *, cost: int = 1, at_us: int | None = None
+    ) -> Verdict:
+        """Decide explicit ``(limit, key)`` pairs (no lists): for trusted service callers."""
+        for spec, _ in keyed:
+            for tier in spec.tiers:
+                check_cost(cost, tier.limit)
         policies: list[Policy] = []
         decisions: list[Decision] = []
         failures: list[str] = []
-        applied = False
-        for spec in limits:
-            key = limit_key(spec, ip=ip, subject=subject, route=route)
-            if key is None:
-                continue
-            applied = True
+        for spec, key in keyed:
             clock = at_us if at_us is not None else now_us()
             cache_key = f"{spec.name}|{key}"
             cached = self.block_cache.check(cache_key, clock, cost)
@@ -148,8 +157,7 @@ class EdgeLimiter:
                 self.block_cache.block(cache_key, combined, clock, cost)
                 return Verdict(429, _headers(policies, decisions), combined, spec.name, "backend")
         if not decisions:
-            source = "fail-open" if failures else "none" if not applied else "backend"
-            return Verdict(None, source=source, failures=tuple(failures))
+            return Verdict(None, source="fail-open" if failures else "none", failures=tuple(failures))
         combined_all = min(decisions, key=lambda d: (d.remaining, -d.reset_after_us))
         return Verdict(
             None,

@@ -27,18 +27,14 @@ from edge_kv.core.ratelimit import (
     WindowState,
     decide_tiers,
 )
+from edge_kv.core.ratelimit_spec import policy_to_spec
 
 Stored = dict[str, list[Any]]
 
 
 def algorithm_of(policy: Policy) -> str:
-    if isinstance(policy, TokenBucket):
-        return "token_bucket"
-    if isinstance(policy, SlidingLog):
-        return "sliding_log"
-    if isinstance(policy, SlidingWindowCounter):
-        return "sliding_window"
-    return "fixed_window"
+    """The spec ``kind`` of ``policy`` (stored next to its state)."""
+    return str(policy_to_spec(policy)["kind"])
 
 
 def initial_state(policy: Policy) -> object:

@@ -1,0 +1,121 @@
+"""The rate-limit Durable Object's logic: one SQLite row per key, one decision per call.
+
+Why it is exact: a Durable Object is a single instance worldwide that handles one
+event at a time, and a decision is "read the key's row, run ``decide_stored``, write
+the row" with no other event able to run between the read and the write (``sql.exec``
+is synchronous in the object; the host's input gate serialises events too). The write
+is one ``INSERT ... ON CONFLICT`` statement, so all tiers of the key change together.
+
+Rows carry ``expires_us`` (when the state equals a fresh bucket); the object's alarm
+deletes expired rows so idle keys cost no storage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from edge_kv.core.validate import check_cost
+from edge_kv.edge.ratelimit.config import parse_limit
+from edge_kv.edge.ratelimit.sql import sql_exec, sql_rows
+from edge_kv.edge.ratelimit.state import decide_stored, decision_to_json, dumps, loads
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS edge_kv_ratelimit ("
+    " key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_us INTEGER NOT NULL)"
+)
+
+
+class TestClockDisabled(ValueError):
+    """An explicit ``now_us`` was passed but the test clock is not enabled."""
+
+
+def real_now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class RateLimitObject:
+    """Logic of the ``RateLimiter`` Durable Object over its ``ctx.storage``.
+
+    The DO class in ``src/`` owns an instance and forwards its RPC methods here.
+    ``test_clock`` allows callers to pass ``now_us`` (conformance vectors); production
+    configuration leaves it off and such calls raise :class:`TestClockDisabled`.
+    """
+
+    def __init__(self, storage: Any, *, test_clock: bool = False) -> None:
+        self.storage = storage
+        self.test_clock = test_clock
+        self._ready = False
+        self._alarm_ms: int | None = None
+
+    async def _init(self) -> None:
+        if not self._ready:
+            await sql_exec(self.storage, SCHEMA)
+            self._ready = True
+
+    def _now(self, now_us: int | None) -> int:
+        if now_us is None:
+            return real_now_us()
+        if not self.test_clock:
+            raise TestClockDisabled("now_us is accepted only when EDGE_KV_TEST_CLOCK is enabled")
+        if isinstance(now_us, bool) or not isinstance(now_us, int) or not 0 <= now_us < 2**52:
+            raise ValueError(f"now_us must be an integer in [0, 2**52), got {now_us!r}")
+        return now_us
+
+    async def decide(self, spec_json: str, key: str, cost: int, now_us: int | None = None) -> str:
+        """Decide ``cost`` units for ``key`` under the limit ``spec_json``; returns JSON.
+
+        Raises ``ValueError`` (bad spec, key or cost) before touching storage.
+        """
+        spec = parse_limit("rpc", json.loads(spec_json), "spec")
+        if not isinstance(key, str) or not key or len(key.encode()) > 512:
+            raise ValueError("key must be a non-empty string of at most 512 bytes")
+        for tier in spec.tiers:
+            check_cost(cost, tier.limit)
+        now = self._now(now_us)
+        await self._init()
+        rows = await sql_rows(self.storage, "SELECT state FROM edge_kv_ratelimit WHERE key = ?", key)
+        stored = loads(rows[0]["state"]) if rows else None
+        outcome = decide_stored(spec.tiers, stored, now, cost)
+        if outcome.stored is not None:
+            await sql_exec(
+                self.storage,
+                "INSERT INTO edge_kv_ratelimit (key, state, expires_us) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET state = excluded.state, expires_us = excluded.expires_us",
+                key,
+                dumps(outcome.stored),
+                outcome.expires_us,
+            )
+            if not self.test_clock:
+                await self._arm(outcome.expires_us // 1000 + 1)
+        return json.dumps(
+            {
+                "decision": decision_to_json(outcome.decision),
+                "decisions": [decision_to_json(d) for d in outcome.decisions],
+            },
+            separators=(",", ":"),
+        )
+
+    async def state(self, key: str) -> str | None:
+        """The stored JSON of ``key`` (for tests and operators), ``None`` if none."""
+        await self._init()
+        rows = await sql_rows(self.storage, "SELECT state FROM edge_kv_ratelimit WHERE key = ?", key)
+        return str(rows[0]["state"]) if rows else None
+
+    async def _arm(self, at_ms: int) -> None:
+        if self._alarm_ms is not None and self._alarm_ms <= at_ms:
+            return
+        await self.storage.setAlarm(at_ms)
+        self._alarm_ms = at_ms
+
+    async def alarm(self) -> None:
+        """Delete expired rows; re-arm for the next expiry if rows remain."""
+        await self._init()
+        self._alarm_ms = None
+        now = real_now_us()
+        await sql_exec(self.storage, "DELETE FROM edge_kv_ratelimit WHERE expires_us <= ?", now)
+        rows = await sql_rows(self.storage, "SELECT MIN(expires_us) AS next FROM edge_kv_ratelimit")
+        nxt = rows[0]["next"] if rows else None
+        if nxt is not None:
+            await self._arm(int(nxt) // 1000 + 1)

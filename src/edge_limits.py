@@ -1,0 +1,197 @@
+"""Rate limiting in the reference Worker: the ``RateLimiter`` Durable Object and its routes.
+
+Routes (registered on the entry module's router by :func:`register`):
+
+* ``GET /limited/{name}`` — a demo resource behind the limits that the configuration's
+  ``routes`` assign to its path, keyed by ``CF-Connecting-IP``. 200 with
+  ``RateLimit-Policy``/``RateLimit`` headers, or 429 + ``Retry-After`` (problem JSON),
+  403 for the deny list, 503 when a fail-closed limit's backend is down.
+* ``POST /ratelimit/{limit}`` — the service API for trusted callers (an origin without
+  Redis): body ``{"key": str, "cost": int = 1}``; needs ``Authorization: Bearer
+  <EDGE_KV_SERVICE_TOKEN>``. ``now_us`` is accepted only with ``EDGE_KV_TEST_CLOCK``.
+* ``GET /ratelimit/{limit}/state?key=...`` — the stored state of a key (service API).
+
+Use :func:`enforce` from any other route to put it behind the configured limits.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from workers import DurableObject, Response
+
+from edge_kv.core.validate import check_key
+from edge_kv.edge.http import (
+    HttpError,
+    RouteContext,
+    Router,
+    json_response,
+    problem_response,
+    read_json_object,
+)
+from edge_kv.edge.ratelimit.backends import DurableObjectBackend, KvBackend
+from edge_kv.edge.ratelimit.blockcache import BlockCache
+from edge_kv.edge.ratelimit.config import ConfigError, LimitsConfig
+from edge_kv.edge.ratelimit.durable import RateLimitObject
+from edge_kv.edge.ratelimit.keys import client_ip, object_name
+from edge_kv.edge.ratelimit.limiter import EdgeLimiter, Verdict
+from edge_kv.edge.ratelimit.runtime import ConfigSource, env_flag, env_int, env_str, service_auth_error
+from edge_kv.edge.ratelimit.state import decision_to_json
+
+CONFIG = ConfigSource()
+# Per-isolate, shared by every request this isolate serves (bounded LRU).
+BLOCK_CACHE = BlockCache()
+
+
+class RateLimiter(DurableObject):  # type: ignore[no-untyped-call]  # SDK __init_subclass__ is untyped
+    """One object per limited key (or key shard): exact, globally consistent decisions."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self.logic = RateLimitObject(ctx.storage, test_clock=env_flag(env, "EDGE_KV_TEST_CLOCK"))
+
+    async def decide(self, spec_json: str, key: str, cost: int, now_us: int | None = None) -> str:
+        return await self.logic.decide(spec_json, key, cost, now_us)
+
+    async def state(self, key: str) -> str | None:
+        return await self.logic.state(key)
+
+    async def alarm(self, alarm_info: Any = None) -> None:
+        await self.logic.alarm()
+
+
+async def load_config(env: Any) -> LimitsConfig:
+    try:
+        return await CONFIG.get(env)
+    except ConfigError as exc:
+        print(f"edge_kv: invalid EDGE_KV_LIMITS: {exc}")
+        raise HttpError(500, "the rate-limit configuration is invalid (see the Worker log)") from None
+
+
+def limiter(env: Any, config: LimitsConfig) -> EdgeLimiter:
+    size = env_int(env, "EDGE_KV_BLOCK_CACHE_SIZE", BLOCK_CACHE.max_entries, 1, 1_000_000)
+    BLOCK_CACHE.max_entries = size
+    backends: dict[str, Any] = {}
+    if getattr(env, "RATE_LIMITER", None) is not None:
+        backends["do"] = DurableObjectBackend(env.RATE_LIMITER)
+    kv = getattr(env, env_str(env, "EDGE_KV_LIMITS_KV") or "KV", None)
+    if kv is not None:
+        backends["kv"] = KvBackend(kv)
+    return EdgeLimiter(config, backends, BLOCK_CACHE)
+
+
+def refusal(verdict: Verdict) -> Response:
+    """The response for a refused request: 429/403/503 problem JSON with the limit headers."""
+    status = verdict.status or 500
+    extensions: dict[str, Any] = {}
+    if verdict.limit is not None:
+        extensions["limit"] = verdict.limit
+    if status == 429 and verdict.decision is not None:
+        extensions["retry_after_ms"] = -(-verdict.decision.retry_after_us // 1000)
+        detail = f"rate limit {verdict.limit!r} exceeded; retry after {verdict.decision.retry_after_s} s"
+    else:
+        detail = verdict.detail or "request refused"
+    headers = [*verdict.headers, ("X-RateLimit-Source", verdict.source)]
+    return problem_response(status, detail, headers=headers, **extensions)
+
+
+async def enforce(rc: RouteContext, *, subject: str | None = None, cost: int = 1) -> Verdict:
+    """Decide ``rc``'s request against the limits configured for its path.
+
+    Keys come from ``CF-Connecting-IP``, the given authenticated ``subject`` and the
+    matched route prefix, never from client-controlled headers.
+    """
+    config = await load_config(rc.env)
+    rule = config.match_route(rc.path)
+    specs = () if rule is None else tuple(config.limits[n] for n in rule.limits)
+    ip = client_ip(rc.request.headers.get)
+    return await limiter(rc.env, config).check(
+        specs, ip=ip, subject=subject, route=None if rule is None else rule.prefix, cost=cost
+    )
+
+
+def _body_int(body: dict[str, Any], name: str, default: int | None) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HttpError(400, f"'{name}' must be an integer, got {value!r}")
+    return value
+
+
+def _service(rc: RouteContext) -> None:
+    error = service_auth_error(rc.env, rc.request.headers.get("authorization"))
+    if error is not None:
+        raise HttpError(error[0], error[1])
+
+
+async def _spec(rc: RouteContext) -> tuple[LimitsConfig, Any]:
+    config = await load_config(rc.env)
+    name = rc.params["limit"]
+    if name not in config.limits:
+        raise HttpError(404, f"no rate limit named {name!r}")
+    return config, config.limits[name]
+
+
+def register(router: Router) -> None:
+    """Add the rate-limit routes to ``router``."""
+
+    @router.route("GET", "/limited/{name}")
+    async def limited_resource(rc: RouteContext) -> Any:
+        verdict = await enforce(rc)
+        if not verdict.allowed:
+            return refusal(verdict)
+        return json_response(
+            {"ok": True, "resource": rc.params["name"], "limited_by": verdict.source},
+            headers=[*verdict.headers, ("X-RateLimit-Source", verdict.source)],
+        )
+
+    @router.route("POST", "/ratelimit/{limit}")
+    async def ratelimit_check(rc: RouteContext) -> Any:
+        _service(rc)
+        config, spec = await _spec(rc)
+        body = await read_json_object(rc.request)
+        unknown = sorted(set(body) - {"key", "cost", "now_us"})
+        if unknown:
+            raise HttpError(400, f"unknown field(s) {unknown}")
+        try:
+            key = check_key(body.get("key"))
+        except ValueError as exc:
+            raise HttpError(400, f"'key': {exc}") from None
+        cost = _body_int(body, "cost", 1)
+        now_us = _body_int(body, "now_us", None)
+        if now_us is not None and not env_flag(rc.env, "EDGE_KV_TEST_CLOCK"):
+            raise HttpError(400, "'now_us' is accepted only when EDGE_KV_TEST_CLOCK is enabled")
+        assert cost is not None
+        try:
+            verdict = await limiter(rc.env, config).check_keys([(spec, key)], cost=cost, at_us=now_us)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+        if not verdict.allowed:
+            return refusal(verdict)
+        out: dict[str, Any] = {"allowed": True, "limit": spec.name, "source": verdict.source}
+        if verdict.decision is not None:
+            out["decision"] = decision_to_json(verdict.decision)
+        return json_response(out, headers=[*verdict.headers, ("X-RateLimit-Source", verdict.source)])
+
+    @router.route("GET", "/ratelimit/{limit}/state")
+    async def ratelimit_state(rc: RouteContext) -> Any:
+        _service(rc)
+        _, spec = await _spec(rc)
+        key = (parse_qs(rc.query).get("key") or [""])[0]
+        try:
+            check_key(key)
+        except ValueError as exc:
+            raise HttpError(400, f"'key': {exc}") from None
+        if spec.backend == "kv":
+            raw = await KvBackend(getattr(rc.env, env_str(rc.env, "EDGE_KV_LIMITS_KV") or "KV")).kv.get(
+                f"rl:{spec.name}:{key}"
+            )
+        else:
+            ns = rc.env.RATE_LIMITER
+            raw = await ns.get(ns.idFromName(object_name(spec, key))).state(key)
+        return json_response(
+            {"limit": spec.name, "key": key, "state": None if raw is None else json.loads(raw)}
+        )

@@ -1,0 +1,167 @@
+"""Locks in the reference Worker: the ``LockService`` Durable Object and its HTTP API.
+
+One object per resource. The HTTP API (service API: ``Authorization: Bearer
+<EDGE_KV_SERVICE_TOKEN>``) lets an origin without Redis take a global lock:
+
+* ``POST /locks/{resource}/acquire`` ``{"ttl_ms": int, "wait_ms": int = 0, "owner": str?}``
+  -> 200 ``{"resource", "owner", "token", "expires_at_ms"}``; 409 when not granted in time.
+* ``POST /locks/{resource}/extend`` ``{"owner": str, "ttl_ms": int}`` -> 200 / 409.
+* ``POST /locks/{resource}/release`` ``{"owner": str}`` -> 200 / 409 (wrong or expired owner).
+* ``GET /locks/{resource}`` -> public status (never the owner token).
+
+Bounds come from vars: ``EDGE_KV_LOCK_MAX_TTL_MS`` (default 300000),
+``EDGE_KV_LOCK_MAX_WAIT_MS`` (60000), ``EDGE_KV_LOCK_MAX_WAITERS`` (256),
+``EDGE_KV_LOCK_POLL_GRACE_MS`` (2000). Worker code uses
+:class:`edge_kv.edge.locks.client.EdgeLock` directly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from workers import DurableObject
+
+from edge_kv.core.lease import NotOwner
+from edge_kv.edge.http import HttpError, RouteContext, Router, json_response, read_json_object
+from edge_kv.edge.locks.client import EdgeLock, LockBusy, check_resource, new_owner
+from edge_kv.edge.locks.client import object_name as lock_object_name
+from edge_kv.edge.locks.durable import LockObject
+from edge_kv.edge.locks.state import LockLimits, check_owner
+from edge_kv.edge.ratelimit.config import ConfigError
+from edge_kv.edge.ratelimit.runtime import env_int, service_auth_error
+
+
+def lock_limits(env: Any) -> LockLimits:
+    return LockLimits(
+        max_ttl_ms=env_int(env, "EDGE_KV_LOCK_MAX_TTL_MS", 300_000, 1, 86_400_000),
+        max_wait_ms=env_int(env, "EDGE_KV_LOCK_MAX_WAIT_MS", 60_000, 0, 3_600_000),
+        max_waiters=env_int(env, "EDGE_KV_LOCK_MAX_WAITERS", 256, 1, 100_000),
+        poll_grace_ms=env_int(env, "EDGE_KV_LOCK_POLL_GRACE_MS", 2_000, 50, 600_000),
+    )
+
+
+class LockService(DurableObject):  # type: ignore[no-untyped-call]  # SDK __init_subclass__ is untyped
+    """One object per resource: lease, fencing token, FIFO waiters, alarm-driven expiry."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self.logic = LockObject(ctx.storage, lock_limits(env))
+
+    async def acquire(self, owner: str, ttl_ms: int, wait_ms: int = 0) -> str:
+        return await self.logic.acquire(owner, ttl_ms, wait_ms)
+
+    async def leave(self, owner: str) -> str:
+        return await self.logic.leave(owner)
+
+    async def extend(self, owner: str, ttl_ms: int) -> str:
+        return await self.logic.extend(owner, ttl_ms)
+
+    async def release(self, owner: str) -> str:
+        return await self.logic.release(owner)
+
+    async def status(self) -> str:
+        return await self.logic.status()
+
+    async def alarm(self, alarm_info: Any = None) -> None:
+        await self.logic.alarm()
+
+
+def _service(rc: RouteContext) -> LockLimits:
+    error = service_auth_error(rc.env, rc.request.headers.get("authorization"))
+    if error is not None:
+        raise HttpError(error[0], error[1])
+    try:
+        return lock_limits(rc.env)
+    except ConfigError as exc:
+        raise HttpError(500, f"lock configuration is invalid: {exc}") from None
+
+
+def _resource(rc: RouteContext) -> str:
+    try:
+        return check_resource(rc.params["resource"])
+    except ValueError as exc:
+        raise HttpError(400, f"resource: {exc}") from None
+
+
+async def _body(rc: RouteContext, allowed: set[str]) -> dict[str, Any]:
+    body = await read_json_object(rc.request)
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise HttpError(400, f"unknown field(s) {unknown}")
+    return body
+
+
+def _checked(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        raise HttpError(400, str(exc)) from None
+
+
+def register(router: Router) -> None:
+    """Add the lock routes to ``router``."""
+
+    @router.route("POST", "/locks/{resource}/acquire")
+    async def lock_acquire(rc: RouteContext) -> Any:
+        limits = _service(rc)
+        resource = _resource(rc)
+        body = await _body(rc, {"ttl_ms", "wait_ms", "owner"})
+        ttl = _checked(limits.check_ttl, body.get("ttl_ms"))
+        wait = _checked(limits.check_wait, body.get("wait_ms", 0))
+        owner = _checked(check_owner, body["owner"]) if "owner" in body else new_owner()
+        lock = EdgeLock(rc.env.LOCKS, resource, ttl_ms=ttl, wait_ms=wait, owner=owner)
+        try:
+            lease = await lock.acquire()
+        except LockBusy as busy:
+            raise HttpError(
+                409,
+                f"lock {resource!r} is held; not acquired ({busy.reason})",
+                resource=resource,
+                reason=busy.reason,
+                holder_expires_at_ms=busy.holder_expires_at_ms,
+            ) from None
+        return json_response(
+            {
+                "resource": resource,
+                "owner": lease.owner,
+                "token": lease.token,
+                "expires_at_ms": lease.expires_at_ms,
+                "ttl_ms": ttl,
+            }
+        )
+
+    @router.route("POST", "/locks/{resource}/extend")
+    async def lock_extend(rc: RouteContext) -> Any:
+        limits = _service(rc)
+        resource = _resource(rc)
+        body = await _body(rc, {"ttl_ms", "owner"})
+        ttl = _checked(limits.check_ttl, body.get("ttl_ms"))
+        owner = _checked(check_owner, body.get("owner"))
+        try:
+            lease = await EdgeLock(rc.env.LOCKS, resource, ttl_ms=ttl, owner=owner).extend()
+        except NotOwner as exc:
+            raise HttpError(409, str(exc), resource=resource) from None
+        return json_response(
+            {"resource": resource, "owner": owner, "token": lease.token, "expires_at_ms": lease.expires_at_ms}
+        )
+
+    @router.route("POST", "/locks/{resource}/release")
+    async def lock_release(rc: RouteContext) -> Any:
+        _service(rc)
+        resource = _resource(rc)
+        body = await _body(rc, {"owner"})
+        owner = _checked(check_owner, body.get("owner"))
+        try:
+            await EdgeLock(rc.env.LOCKS, resource, owner=owner).release()
+        except NotOwner as exc:
+            raise HttpError(409, str(exc), resource=resource) from None
+        return json_response({"resource": resource, "released": True})
+
+    @router.route("GET", "/locks/{resource}")
+    async def lock_status(rc: RouteContext) -> Any:
+        _service(rc)
+        resource = _resource(rc)
+        ns = rc.env.LOCKS
+        raw = await ns.get(ns.idFromName(lock_object_name(resource))).status()
+        return json_response({"resource": resource, **json.loads(raw)})
