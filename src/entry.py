@@ -98,9 +98,9 @@ async def kv_get(rc: RouteContext) -> Any:
 @router.route("GET", "/kv-meta/{key}")
 async def kv_meta(rc: RouteContext) -> Any:
     listing = await rc.env.KV.list(prefix=rc.params["key"])
-    for entry in listing.keys:
-        if entry.name == rc.params["key"]:
-            return json_response({"key": entry.name, "expiration": getattr(entry, "expiration", None)})
+    for entry in listing["keys"]:  # a dict: attribute access would find dict.keys
+        if entry["name"] == rc.params["key"]:
+            return json_response({"key": entry["name"], "expiration": entry.get("expiration")})
     raise HttpError(404, f"no KV value for {rc.params['key']!r}")
 
 

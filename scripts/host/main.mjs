@@ -67,5 +67,9 @@ try {
 }
 const ms = Math.round(performance.now() - started);
 console.log(`edge-kv host: serving ${path.relative(process.cwd(), host.config.main) || host.config.main} on http://${args.host}:${server.address().port} (persist ${persist}, ready in ${ms} ms${host.inputGate ? "" : ", INPUT GATE DISABLED"})`);
-process.on("SIGINT", () => shutdown(0));
-process.on("SIGTERM", () => shutdown(0));
+// Miniflare's exit hook would exit at once on a signal; the host first finishes pending
+// ctx.waitUntil work, then disposes Miniflare itself.
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.removeAllListeners(sig);
+  process.on(sig, () => shutdown(0));
+}

@@ -1,0 +1,85 @@
+"""HTTP tests against the reference Worker.
+
+By default a session-scoped offline host serves a fresh build of the Worker (built into a
+temp directory with scripts/build_worker.py, from a temp copy of wrangler.toml whose ``main``
+points there) with a fresh ``--persist`` directory. With ``EDGE_KV_BASE_URL`` set the same
+tests run against that URL (a real ``wrangler dev`` or a deployed Worker) and the tests
+marked ``host_only`` are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hostproc import ROOT, HostProcess
+
+BASE_URL = os.environ.get("EDGE_KV_BASE_URL", "").rstrip("/")
+
+
+def write_config(directory: Path, main: Path) -> Path:
+    """A copy of the project's wrangler.toml whose ``main`` is ``main``."""
+    text = (ROOT / "wrangler.toml").read_text()
+    text, count = re.subn(r'(?m)^main\s*=\s*".*"$', f'main = "{main}"', text)
+    assert count == 1, "wrangler.toml must have one top-level main = line"
+    config = directory / "wrangler.toml"
+    config.write_text(text)
+    return config
+
+
+@pytest.fixture(scope="session")
+def worker_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wrangler.toml pointing at a fresh build of the Worker (what the host runs)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_worker import build
+
+    directory = tmp_path_factory.mktemp("worker")
+    out = build(directory / "worker")
+    return write_config(directory, out / "entry.py")
+
+
+@pytest.fixture(scope="session")
+def base_url(worker_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if BASE_URL:
+        yield BASE_URL
+        return
+    host = HostProcess(worker_config, tmp_path_factory.mktemp("persist"))
+    try:
+        yield host.start()
+    finally:
+        host.close()
+
+
+@pytest.fixture
+def start_host(worker_config: Path, tmp_path: Path) -> Iterator[Callable[..., HostProcess]]:
+    """Factory for a test's own host: ``start_host(*args, persist=None, config=None)``."""
+    hosts: list[HostProcess] = []
+
+    def make(*extra: str, persist: Path | None = None, config: Path | None = None) -> HostProcess:
+        host = HostProcess(config or worker_config, persist or tmp_path / "persist", *extra)
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.close()
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _skip_host_only(request: pytest.FixtureRequest) -> None:
+    if BASE_URL and request.node.get_closest_marker("host_only"):
+        pytest.skip("host-only check (EDGE_KV_BASE_URL is set)")
