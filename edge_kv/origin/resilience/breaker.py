@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from edge_kv.origin.resilience.breaker_policy import (
     BreakerConfig,
     Verdict,
 )
-from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock
+from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
 from edge_kv.origin.resilience.errors import CircuitOpenError, ResilienceError
 
 __all__ = [
@@ -143,6 +144,13 @@ class CircuitBreaker:
         elif on_state_change is not None:
             self._listeners.extend(on_state_change)
         self._last = CLOSED
+        # Fast path: a local store is driven synchronously (no awaits, no store lookups).
+        self._local: policy.State | None = None
+        self._store_mono: Callable[[], float] = self.clock.monotonic
+        if type(self.store) is LocalBreakerStore:
+            self._local = self.store._st(self.name)
+            self._store_mono = _fast_monotonic(self.store.clock)
+        self._mono = _fast_monotonic(self.clock)
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -191,8 +199,15 @@ class CircuitBreaker:
 
     async def permit(self) -> Verdict:
         """Ask for permission; raises :class:`CircuitOpenError` when refused."""
-        v = await self.store.acquire(self.name, self.config)
-        self._observe(v)
+        if self._local is not None:
+            v = policy.acquire(self.config, self._local, int(self._store_mono() * 1000))
+        else:
+            v = await self.store.acquire(self.name, self.config)
+        return self._admit(v)
+
+    def _admit(self, v: Verdict) -> Verdict:
+        if v.changed >= 0 or v.state != self._last:
+            self._observe(v)
         if not v.allowed:
             self.metrics.rejected += 1
             raise CircuitOpenError(self.name, STATE_NAMES[v.state], v.retry_after_ms / 1000)
@@ -201,17 +216,27 @@ class CircuitBreaker:
 
     async def report(self, permit: Verdict, kind: int, duration: float) -> None:
         """Record the outcome of a permitted call that took ``duration`` seconds."""
-        duration_ms = max(0, int(duration * 1000))
-        if kind == SUCCESS:
-            self.metrics.successes += 1
-        elif kind == FAILURE:
-            self.metrics.failures += 1
+        duration_ms = self._count(kind, duration)
+        if self._local is not None:
+            v = policy.record(self.config, self._local, int(self._store_mono() * 1000), permit.gen, kind, duration_ms)
         else:
-            self.metrics.ignored += 1
-        cfg = self.config
-        if kind != IGNORED and cfg.slow_ms > 0 and duration_ms >= cfg.slow_ms:
-            self.metrics.slow += 1
-        self._observe(await self.store.record(self.name, cfg, permit, kind, duration_ms))
+            v = await self.store.record(self.name, self.config, permit, kind, duration_ms)
+        if v.changed >= 0 or v.state != self._last:
+            self._observe(v)
+
+    def _count(self, kind: int, duration: float) -> int:
+        duration_ms = max(0, int(duration * 1000))
+        m = self.metrics
+        if kind == SUCCESS:
+            m.successes += 1
+        elif kind == FAILURE:
+            m.failures += 1
+        else:
+            m.ignored += 1
+        slow_ms = self.config.slow_ms
+        if kind != IGNORED and slow_ms > 0 and duration_ms >= slow_ms:
+            m.slow += 1
+        return duration_ms
 
     def guard(self) -> BreakerGuard:
         """``async with breaker.guard() as g:`` — call ``g.mark_failure()`` for bad results."""
@@ -219,11 +244,16 @@ class CircuitBreaker:
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` through the breaker."""
-        async with BreakerGuard(self) as g:
+        permit = await self.permit()
+        start = self._mono()
+        try:
             result = await fn(*args, **kwargs)
-            if self.is_failure_result is not None and self.is_failure_result(result):
-                g.mark_failure()
-            return result
+        except BaseException as exc:
+            await self.report(permit, self.classify(exc), self._mono() - start)
+            raise
+        failed = self.is_failure_result is not None and self.is_failure_result(result)
+        await self.report(permit, FAILURE if failed else SUCCESS, self._mono() - start)
+        return result
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         """Decorator form of :meth:`call`."""
@@ -282,6 +312,11 @@ class CircuitBreaker:
         return deco
 
 
+def _fast_monotonic(clock: Clock) -> Callable[[], float]:
+    """``time.monotonic`` itself for the system clock (saves a call layer per use)."""
+    return time.monotonic if isinstance(clock, SystemClock) else clock.monotonic
+
+
 def _cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable | None:
     key = (args, tuple(sorted(kwargs.items())))
     try:
@@ -306,13 +341,13 @@ class BreakerGuard:
 
     async def __aenter__(self) -> BreakerGuard:
         self._permit = await self.breaker.permit()
-        self._start = self.breaker.clock.monotonic()
+        self._start = self.breaker._mono()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._permit is not None
-        duration = self.breaker.clock.monotonic() - self._start
+        duration = self.breaker._mono() - self._start
         kind = (FAILURE if self._failed else SUCCESS) if ev is None else self.breaker.classify(ev)
         await self.breaker.report(self._permit, kind, duration)

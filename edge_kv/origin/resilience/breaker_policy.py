@@ -60,6 +60,8 @@ class BreakerConfig:
     slow_ms: int = field(init=False)
     wait_ms: int = field(init=False)
     half_open_ms: int = field(init=False)
+    slot_keys: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+    lua_argv: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.window not in ("count", "time"):
@@ -80,6 +82,11 @@ class BreakerConfig:
         object.__setattr__(self, "wait_ms", _ms("wait_in_open", self.wait_in_open))
         timeout = self.wait_in_open if self.half_open_timeout is None else self.half_open_timeout
         object.__setattr__(self, "half_open_ms", _ms("half_open_timeout", timeout))
+        # Precomputed hash-field names: ("r<i>",) per ring slot or ("be<i>", "bc<i>", "bf<i>", "bs<i>").
+        prefixes = ("r",) if self.window == "count" else ("be", "bc", "bf", "bs")
+        keys = tuple(tuple(p + str(i) for p in prefixes) for i in range(self.window_size))
+        object.__setattr__(self, "slot_keys", keys)
+        object.__setattr__(self, "lua_argv", self._build_lua_args())
 
     @property
     def effective_minimum(self) -> int:
@@ -88,7 +95,10 @@ class BreakerConfig:
 
     def lua_args(self) -> list[str]:
         """The configuration as the ARGV tail of ``breaker.lua`` (order matters)."""
-        return [
+        return list(self.lua_argv)
+
+    def _build_lua_args(self) -> tuple[str, ...]:
+        return (
             "1" if self.window == "count" else "2",
             str(self.window_size),
             str(self.effective_minimum),
@@ -98,7 +108,7 @@ class BreakerConfig:
             str(self.wait_ms),
             str(self.half_open_probes),
             str(self.half_open_ms),
-        ]
+        )
 
 
 def _ms(name: str, seconds: object) -> int:
@@ -191,41 +201,41 @@ def record(cfg: BreakerConfig, st: State, now_ms: int, gen: int, kind: int, dura
         return Verdict(False, cur, state, 0, -1)
     size = cfg.window_size
     if cfg.window == "count":
-        h = st.get("h", 0)
-        old = st.get(f"r{h}", 0)
-        calls = st.get("n", 0)
-        fails = st.get("f", 0)
-        slows = st.get("s", 0)
+        get = st.get
+        h = get("h", 0)
+        (slot,) = cfg.slot_keys[h]
+        old = get(slot, 0)
+        calls = get("n", 0) + 1
+        fails = get("f", 0) + fail
+        slows = get("s", 0) + slow
         if old > 0:
             calls -= 1
             fails -= (old - 1) % 2
             slows -= (old - 1) // 2
-        st[f"r{h}"] = 1 + fail + 2 * slow
-        st["h"] = (h + 1) % size
-        calls += 1
-        fails += fail
-        slows += slow
+        st[slot] = 1 + fail + 2 * slow
+        h += 1
+        st["h"] = 0 if h == size else h
         st["n"] = calls
         st["f"] = fails
         st["s"] = slows
     else:
         sec = now_ms // 1000
-        i = sec % size
-        if st.get(f"be{i}", 0) != sec:
-            st[f"be{i}"] = sec
-            st[f"bc{i}"] = 0
-            st[f"bf{i}"] = 0
-            st[f"bs{i}"] = 0
-        st[f"bc{i}"] = st[f"bc{i}"] + 1
-        st[f"bf{i}"] = st[f"bf{i}"] + fail
-        st[f"bs{i}"] = st[f"bs{i}"] + slow
+        be_i, bc_i, bf_i, bs_i = cfg.slot_keys[sec % size]
+        if st.get(be_i, 0) != sec:
+            st[be_i] = sec
+            st[bc_i] = 0
+            st[bf_i] = 0
+            st[bs_i] = 0
+        st[bc_i] = st[bc_i] + 1
+        st[bf_i] = st[bf_i] + fail
+        st[bs_i] = st[bs_i] + slow
         calls = fails = slows = 0
-        for j in range(size):
-            be = st.get(f"be{j}", 0)
+        for be_j, bc_j, bf_j, bs_j in cfg.slot_keys:
+            be = st.get(be_j, 0)
             if sec - size < be <= sec:
-                calls += st.get(f"bc{j}", 0)
-                fails += st.get(f"bf{j}", 0)
-                slows += st.get(f"bs{j}", 0)
+                calls += st.get(bc_j, 0)
+                fails += st.get(bf_j, 0)
+                slows += st.get(bs_j, 0)
     if calls >= cfg.effective_minimum and _tripped(cfg, calls, fails, slows):
         transition(st, OPEN, now_ms)
         return Verdict(False, st["gen"], OPEN, 0, CLOSED)

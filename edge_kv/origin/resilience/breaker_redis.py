@@ -56,6 +56,7 @@ class RedisBreakerStore:
         self.on_redis_error = on_redis_error
         self.redis_retry_after = redis_retry_after
         self.ttl_ms = int(ttl * 1000)
+        self._ttl = str(self.ttl_ms)
         self.use_server_time = use_server_time
         self.clock = clock or SYSTEM_CLOCK
         self.local = LocalBreakerStore(self.clock)
@@ -72,7 +73,7 @@ class RedisBreakerStore:
         if self.degraded:
             return None
         now = "" if self.use_server_time else str(int(self.clock.time() * 1000))
-        args = [op, now, str(self.ttl_ms), *cfg.lua_args(), *extra]
+        args = [op, now, self._ttl, *cfg.lua_argv, *extra]
         try:
             async with asyncio.timeout(self.timeout):
                 r = await self._script(keys=[self.prefix + name], args=args)
