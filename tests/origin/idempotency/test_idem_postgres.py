@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 
 import psycopg
@@ -120,3 +121,20 @@ def test_bad_table_names() -> None:
 def test_redis_store_refuses_decoded_clients(redis_server: RedisServer) -> None:
     with pytest.raises(ValueError, match="decode_responses"):
         RedisStore(aioredis.Redis.from_url(redis_server.url, decode_responses=True))
+
+
+async def test_cleanup_command(pg_pool: PgPool, table: str, pg_dsn: str) -> None:
+    pg = PostgresStore(pg_pool.connection, table=table)
+    await pg.create_schema()
+    assert (await pg.begin("gone", "fp", "t", 50)).acquired
+    assert (await pg.begin("kept", "fp", "t", 60_000)).acquired
+    await asyncio.sleep(0.1)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_kv.origin.idempotency.cleanup", "--dsn", pg_dsn, "--table", table,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().strip() == f"{table}: 1 expired rows deleted"
+    assert not (await pg.begin("kept", "fp", "t2", 60_000)).acquired
+    assert (await pg.begin("gone", "fp", "t2", 60_000)).acquired
