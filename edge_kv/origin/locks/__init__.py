@@ -9,6 +9,15 @@ from edge_kv.origin.locks.errors import (
     StaleFencingToken,
 )
 from edge_kv.origin.locks.fencing import FencedStore, FenceResult, fenced_write
+from edge_kv.origin.locks.pg_advisory import (
+    PgAdvisoryLock,
+    advisory_key,
+    advisory_transaction,
+    try_xact_lock,
+    xact_lock,
+)
+from edge_kv.origin.locks.redis_lock import RedisLock
+from edge_kv.origin.locks.redlock import Redlock
 
 __all__ = [
     "FenceResult",
@@ -17,6 +26,13 @@ __all__ = [
     "LockError",
     "LockNotOwned",
     "LockUnavailable",
+    "PgAdvisoryLock",
+    "RedisLock",
+    "Redlock",
     "StaleFencingToken",
+    "advisory_key",
+    "advisory_transaction",
     "fenced_write",
+    "try_xact_lock",
+    "xact_lock",
 ]
