@@ -116,9 +116,10 @@ class RateLimiter:
         self.fail_open = fail_open
         self.max_key_length = max_key_length
         self._suffixes = [f"}}:{p.name}:{w[0]}" for p, w in zip(tiers, wires, strict=True)]
-        self._args: list[str | int] = []
+        # Static script arguments, encoded once (the hot path only adds time and cost).
+        self._args: list[bytes] = []
         for _, kind, limit, period in wires:
-            self._args += [kind, limit, period]
+            self._args += [kind.encode("ascii"), str(limit).encode("ascii"), str(period).encode("ascii")]
 
     def keys_for(self, key: str) -> list[str]:
         """The Redis keys holding ``key``'s state, one per tier."""
@@ -142,7 +143,7 @@ class RateLimiter:
         Bad arguments raise ``ValueError`` before anything is sent to Redis.
         """
         keys = self._check(key, cost, now_us)
-        args = ["" if now_us is None else now_us, cost, *self._args]
+        args = [b"" if now_us is None else now_us, cost, *self._args]
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await LIMIT_SCRIPT.run(self.redis, keys, args)
@@ -165,7 +166,8 @@ class RateLimiter:
         for i, policy in enumerate(self.policies):
             allowed, limit, remaining, retry, reset = (int(v) for v in reply[1 + 5 * i : 6 + 5 * i])
             decisions.append(Decision(bool(allowed), limit, remaining, retry, reset, policy.name))
-        return RateLimitResult(most_restrictive(decisions), tuple(decisions), self.policies, now_us)
+        combined = decisions[0] if len(decisions) == 1 else most_restrictive(decisions)
+        return RateLimitResult(combined, tuple(decisions), self.policies, now_us)
 
     def _unavailable(self, exc: BaseException) -> RateLimitResult:
         reason = type(exc).__name__ if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
