@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiolimiter
-import pybreaker
 import purgatory
+import pybreaker
 import redis.asyncio as aioredis
 
 from edge_kv.origin.resilience import BreakerConfig, Bulkhead, CircuitBreaker
