@@ -26,7 +26,7 @@ from typing import Any
 from edge_kv.core.problem import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
 from edge_kv.core.problem import problem
 
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint, scoped_key
 from .model import FingerprintMismatch, InFlight, StoredResponse, StoreUnavailable
 from .service import IdempotencyService
 
@@ -107,17 +107,24 @@ class IdempotencyMiddleware:
         except _BodyTooLarge:
             await _send_problem(send, 413, f"request bodies with an idempotency key are limited to {self.max_body_bytes} bytes")
             return
-        who = await self._principal(scope)
+        who = (await self._principal(scope)) or ""
+        try:
+            scoped_key(who, key)
+        except ValueError as exc:
+            await _send_problem(send, 400, f"unusable principal: {exc}")
+            return
         path = scope.get("raw_path") or scope.get("path", "").encode("utf-8")
         qs = scope.get("query_string") or b""
         target = bytes(path).decode("latin-1") + ("?" + bytes(qs).decode("latin-1") if qs else "")
         fp = fingerprint(scope["method"], target, body, _header(scope, b"content-type"))
 
+        captured = _Captured()
+
         async def handler() -> StoredResponse:
-            return await _capture(self.app, scope, body, receive)
+            return await _capture(self.app, scope, body, receive, captured)
 
         try:
-            outcome = await self.service.execute(key, fp, handler, scope=who or "")
+            outcome = await self.service.execute(key, fp, handler, scope=who)
         except FingerprintMismatch as exc:
             await _send_problem(send, 422, str(exc))
             return
@@ -132,9 +139,13 @@ class IdempotencyMiddleware:
             await _send_problem(send, 503, "the idempotency store is unavailable; retry later",
                                 [(b"retry-after", b"1")])
             return
-        except ValueError as exc:  # a principal the scoping refuses
-            await _send_problem(send, 400, str(exc))
-            return
+        except BaseException:
+            # The app raised (nothing stored, mark released). Frameworks such as Starlette
+            # send their 500 page *and* re-raise: forward that page, then let the server see
+            # the exception as it would without this middleware.
+            if captured.response is not None:
+                await _send_stored(send, captured.response, [])
+            raise
         extra = [(REPLAYED_HEADER, "true")] if outcome.replayed else []
         await _send_stored(send, outcome.response, extra)
 
@@ -184,7 +195,13 @@ def _replay_receive(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _capture(app: ASGIApp, scope: Scope, body: bytes, receive: Receive) -> StoredResponse:
+class _Captured:
+    """The complete response the app sent, if any (kept when the app raises afterwards)."""
+
+    response: StoredResponse | None = None
+
+
+async def _capture(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, out: _Captured) -> StoredResponse:
     status: int | None = None
     headers: list[tuple[str, str]] = []
     chunks: list[bytes] = []
@@ -197,13 +214,14 @@ async def _capture(app: ASGIApp, scope: Scope, body: bytes, receive: Receive) ->
             headers.extend((bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ()))
         elif message["type"] == "http.response.body":
             chunks.append(bytes(message.get("body", b"")))
-            if not message.get("more_body", False):
+            if not message.get("more_body", False) and status is not None:
                 complete = True
+                out.response = StoredResponse(status=status, headers=tuple(headers), body=b"".join(chunks))
 
     await app(scope, _replay_receive(body, receive), capture)
-    if status is None or not complete:
+    if not complete or out.response is None:
         raise _Incomplete("the application returned without sending a complete response")
-    return StoredResponse(status=status, headers=tuple(headers), body=b"".join(chunks))
+    return out.response
 
 
 async def _send_stored(send: Send, response: StoredResponse, extra: list[tuple[str, str]]) -> None:
