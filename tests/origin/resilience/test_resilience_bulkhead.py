@@ -173,3 +173,34 @@ def test_validation() -> None:
     for kwargs in ({"max_concurrent": 0}, {"max_concurrent": 1, "max_queue": -1}, {"max_concurrent": 1, "queue_timeout": 0}):
         with pytest.raises(ValueError):
             Bulkhead("x", **kwargs)
+
+
+async def test_stress_random_timeouts_and_cancellations_keep_the_limit_and_metrics_consistent() -> None:
+    """Races between hand-off, queue timeout and cancellation (rounds: EDGE_KV_STRESS_ROUNDS)."""
+    import os
+    import random
+
+    rng = random.Random(5)
+    for _ in range(int(os.environ.get("EDGE_KV_STRESS_ROUNDS", "3"))):
+        bh = Bulkhead("s", 4, max_queue=30, queue_timeout=0.004)
+        meter = Meter()
+
+        async def one() -> str:
+            try:
+                return await bh.call(meter.work, rng.choice((0, 0.001, 0.003)))
+            except BulkheadFull:
+                return "rejected"
+
+        tasks = [asyncio.create_task(one()) for _ in range(200)]
+        await asyncio.sleep(0.002)
+        for t in rng.sample(tasks, 40):
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        m = bh.metrics
+        assert meter.peak <= 4 and m.peak_in_use <= 4
+        assert (m.in_use, m.queued) == (0, 0)
+        assert m.accepted == m.completed
+        assert results.count("done") == meter.done
+        assert m.rejected == results.count("rejected")
+        async with bh:  # still usable
+            pass
