@@ -185,7 +185,7 @@ async def test_stress_random_timeouts_and_cancellations_keep_the_limit_and_metri
         bh = Bulkhead("s", 4, max_queue=30, queue_timeout=0.004)
         meter = Meter()
 
-        async def one() -> str:
+        async def one(bh: Bulkhead = bh, meter: Meter = meter) -> str:
             try:
                 return await bh.call(meter.work, rng.choice((0, 0.001, 0.003)))
             except BulkheadFull:
