@@ -9,7 +9,8 @@ Two ways in, each measured for a *first* request (claim + execute + store) and a
   * asgi   - a Starlette app behind IdempotencyMiddleware, driven by httpx.ASGITransport;
   * direct - IdempotencyService.execute around a trivial handler.
 Sequential latency (µs per request) and throughput with --concurrency workers, best of
-3 rounds each; the ratio columns compare with the same ASGI app without the middleware.
+3 round-robin rounds each; the ratio columns compare with the same ASGI app without
+the middleware.
 
     .venv/bin/python scripts/bench_idempotency.py [--requests 2000] [--concurrency 16]
 """
@@ -22,7 +23,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,68 +63,69 @@ def starlette_app() -> Starlette:
     return Starlette(routes=[Route("/charges", charge, methods=["POST"])])
 
 
+ROUNDS = 3
+WARMUP = 50
+"""Requests per cell before measuring; replays replay the keys the warm-up stored."""
+
+One = Callable[[int], Awaitable[object]]
+
+
 @dataclass
-class Row:
+class Cell:
+    """One measured configuration; keeps the best round (the machine is shared, so the
+    least disturbed round is the closest to the real cost)."""
+
     way: str
     store: str
     path: str
-    seq_us: float
-    rps: float
+    one: One
+    seq_us: float = float("inf")
+    rps: float = 0.0
 
 
-ROUNDS = 3
+async def measure_round(cell: Cell, n: int, concurrency: int, r: int) -> None:
+    """Round r uses request numbers [2nr, 2nr+2n): n sequential, then n with `concurrency`
+    workers (fresh keys for "first" cells)."""
+    t0 = time.perf_counter()
+    for i in range(2 * n * r, 2 * n * r + n):
+        await cell.one(i)
+    cell.seq_us = min(cell.seq_us, (time.perf_counter() - t0) / n * 1e6)
+    numbers = iter(range(2 * n * r + n, 2 * n * (r + 1)))
+
+    async def worker() -> None:
+        for i in numbers:
+            await cell.one(i)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    cell.rps = max(cell.rps, n / (time.perf_counter() - t0))
 
 
-async def timed(n: int, concurrency: int, one: Callable[[int], Awaitable[object]]) -> tuple[float, float]:
-    """(µs per request sequentially, requests/s with `concurrency` workers), each the best
-    of ROUNDS rounds: the machine is shared, so the best round is the least disturbed one.
-    Round r uses request numbers [2nr, 2nr+2n); round 0's sequential ones are 0..n-1."""
-    for i in range(min(50, n)):  # warm up connections, scripts, prepared statements
-        await one(-1 - i)
-    best_seq, best_rps = float("inf"), 0.0
-    for r in range(ROUNDS):
-        t0 = time.perf_counter()
-        for i in range(2 * n * r, 2 * n * r + n):
-            await one(i)
-        best_seq = min(best_seq, (time.perf_counter() - t0) / n * 1e6)
-        counter = iter(range(2 * n * r + n, 2 * n * (r + 1)))
-
-        async def worker(numbers: Iterator[int]) -> None:
-            for i in numbers:
-                await one(i)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(counter) for _ in range(concurrency)))
-        best_rps = max(best_rps, n / (time.perf_counter() - t0))
-    return best_seq, best_rps
-
-
-async def bench_asgi(name: str, store: IdempotencyStore | None, n: int, concurrency: int) -> list[Row]:
+async def asgi_cells(name: str, store: IdempotencyStore | None, n: int, stack: AsyncExitStack) -> list[Cell]:
     run_id = uuid.uuid4().hex[:8]
-    rows: list[Row] = []
     app = starlette_app()
     asgi = app if store is None else IdempotencyMiddleware(app, IdempotencyService(store))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://b") as http:
+    http = await stack.enter_async_context(
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://b")
+    )
 
-        async def first(i: int) -> object:
-            r = await http.post("/charges", json=BODY, headers={"Idempotency-Key": f"{run_id}-a{i}"})
-            assert r.status_code == 201, r.text
-            return r
+    async def first(i: int) -> object:
+        r = await http.post("/charges", json=BODY, headers={"Idempotency-Key": f"{run_id}-a{i}"})
+        assert r.status_code == 201, r.text
+        return r
 
-        async def replay(i: int) -> object:
-            r = await http.post("/charges", json=BODY, headers={"Idempotency-Key": f"{run_id}-a{i % n}"})
-            assert r.headers.get("idempotent-replayed") == "true", r.headers
-            return r
+    async def replay(i: int) -> object:
+        r = await http.post("/charges", json=BODY, headers={"Idempotency-Key": f"{run_id}-a{-1 - i % WARMUP}"})
+        assert r.headers.get("idempotent-replayed") == "true", r.headers
+        return r
 
-        seq, rps = await timed(n, concurrency, first)
-        rows.append(Row("asgi", name, "first", seq, rps))
-        if store is not None:
-            seq, rps = await timed(n, concurrency, replay)
-            rows.append(Row("asgi", name, "replay", seq, rps))
-    return rows
+    cells = [Cell("asgi", name, "first", first)]
+    if store is not None:
+        cells.append(Cell("asgi", name, "replay", replay))
+    return cells
 
 
-async def bench_direct(name: str, store: IdempotencyStore, n: int, concurrency: int) -> list[Row]:
+def direct_cells(name: str, store: IdempotencyStore, n: int) -> list[Cell]:
     run_id = uuid.uuid4().hex[:8]
     svc = IdempotencyService(store)
     resp = StoredResponse(201, (("content-type", "application/json"),), b'{"id":"ch_1","amount":1999}')
@@ -134,17 +137,29 @@ async def bench_direct(name: str, store: IdempotencyStore, n: int, concurrency: 
         return await svc.execute(f"{run_id}-d{i}", "fp", handler)
 
     async def replay(i: int) -> object:
-        out = await svc.execute(f"{run_id}-d{i % n}", "fp", handler)
+        out = await svc.execute(f"{run_id}-d{-1 - i % WARMUP}", "fp", handler)
         assert out.replayed
         return out
 
-    seq1, rps1 = await timed(n, concurrency, first)
-    seq2, rps2 = await timed(n, concurrency, replay)
-    return [Row("direct", name, "first", seq1, rps1), Row("direct", name, "replay", seq2, rps2)]
+    return [Cell("direct", name, "first", first), Cell("direct", name, "replay", replay)]
 
 
-async def bench(n: int, concurrency: int) -> list[Row]:
-    rows: list[Row] = []
+def context_cells(client: aioredis.Redis, pool: PgPool, schema: str) -> list[Cell]:
+    """What one round trip costs on this machine right now: a Redis SET and a committed
+    PostgreSQL INSERT (fsync included), to read the other rows against."""
+    run_id = uuid.uuid4().hex[:8]
+
+    async def redis_set(i: int) -> object:
+        return await client.set(f"bench:{run_id}:{i}", b"1", px=60_000)
+
+    async def pg_insert(i: int) -> object:
+        async with pool.connection() as conn:
+            return await conn.execute(f'INSERT INTO "{schema}".ctx VALUES (%s)', (f"{run_id}{i}",))
+
+    return [Cell("context", "redis", "1 SET", redis_set), Cell("context", "postgres", "1 INSERT + commit", pg_insert)]
+
+
+async def bench(n: int, concurrency: int) -> list[Cell]:
     schema = f"edge_kv_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -152,27 +167,39 @@ async def bench(n: int, concurrency: int) -> list[Row]:
     client = aioredis.Redis.from_url(server.url)
     pool = PgPool(PG_DSN, size=concurrency)
     try:
-        stores: dict[str, IdempotencyStore | None] = {"none": None}
-        pg = PostgresStore(pool.connection, table=f"{schema}.keys")
-        await pg.create_schema()
-        stores["redis"] = RedisStore(client)
-        stores["postgres"] = pg
-        stores["redis+postgres"] = LayeredStore(RedisStore(client, prefix="edge_kv:idem-cache:"), pg)
-
-        for name, store in stores.items():
-            rows.extend(await bench_asgi(name, store, n, concurrency))
-            if store is not None:
-                rows.extend(await bench_direct(name, store, n, concurrency))
+        async with AsyncExitStack() as stack:
+            pg = PostgresStore(pool.connection, table=f"{schema}.keys")
+            await pg.create_schema()
+            stores: dict[str, IdempotencyStore | None] = {
+                "none": None,
+                "redis": RedisStore(client),
+                "postgres": pg,
+                "redis+postgres": LayeredStore(RedisStore(client, prefix="edge_kv:idem-cache:"), pg),
+            }
+            async with pool.connection() as conn:
+                await conn.execute(f'CREATE TABLE "{schema}".ctx (k text PRIMARY KEY)')
+            cells: list[Cell] = context_cells(client, pool, schema)
+            for name, store in stores.items():
+                cells.extend(await asgi_cells(name, store, n, stack))
+                if store is not None:
+                    cells.extend(direct_cells(name, store, n))
+            for cell in cells:  # warm up connections, scripts, prepared statements
+                for i in range(WARMUP):
+                    await cell.one(-1 - i)
+            # Round robin, so load from elsewhere on the machine hits every cell alike.
+            for r in range(ROUNDS):
+                for cell in cells:
+                    await measure_round(cell, n, concurrency, r)
+            return cells
     finally:
         await pool.close()
         await client.aclose()
         server.close()
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    return rows
 
 
-def table(rows: list[Row], n: int, concurrency: int) -> str:
+def table(rows: list[Cell], n: int, concurrency: int) -> str:
     """Ratios compare with the same way in without idempotency; the direct handler does
     nothing, so its µs are the whole cost of the idempotency check itself."""
     base = next(r for r in rows if r.store == "none")
