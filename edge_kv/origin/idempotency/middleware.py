@@ -60,6 +60,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _Disconnected(Exception):
+    """The client went away before the whole body arrived: nothing to run."""
+
+
 class _Incomplete(RuntimeError):
     """The app returned without sending a complete response."""
 
@@ -104,6 +108,8 @@ class IdempotencyMiddleware:
             return
         try:
             body = await self._read_body(receive)
+        except _Disconnected:
+            return
         except _BodyTooLarge:
             await _send_problem(send, 413, f"request bodies with an idempotency key are limited to {self.max_body_bytes} bytes")
             return
@@ -163,7 +169,7 @@ class IdempotencyMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _Disconnected()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:

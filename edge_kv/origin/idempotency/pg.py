@@ -70,7 +70,10 @@ class PgPool:
             raise RuntimeError("pool is closed")
         async with self._sem:
             conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed:
+            if conn is not None and conn.closed:
+                self._all.discard(conn)
+                conn = None
+            if conn is None:
                 conn = await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s))
                 )

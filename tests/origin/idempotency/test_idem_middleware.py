@@ -266,3 +266,24 @@ async def test_store_down_fails_closed_or_open(redis_servers: Callable[[int], li
         assert app.calls["charge"] == 1
     finally:
         await client.aclose()
+
+
+async def test_client_gone_before_the_body_arrived_runs_nothing(store: IdempotencyStore) -> None:
+    app = App()
+    asgi = IdempotencyMiddleware(app.starlette(), IdempotencyService(store))
+    messages = [{"type": "http.request", "body": b'{"amo', "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/charges", "raw_path": b"/charges", "query_string": b"",
+             "headers": [(b"idempotency-key", b"gone"), (b"content-type", b"application/json")]}
+    await asgi(scope, receive, send)
+    assert sent == [] and "charge" not in app.calls
+    # The key was never claimed: a complete retry runs.
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as c:
+        assert (await c.post("/charges", json={"amount": 1}, headers=key("gone"))).status_code == 201
