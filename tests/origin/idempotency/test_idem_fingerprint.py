@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_kv.origin.idempotency import check_idempotency_key, fingerprint, scoped_key
 
@@ -60,3 +65,36 @@ def test_scoping_cannot_collide() -> None:
         scoped_key("nul\x00", "k")
     with pytest.raises(ValueError):
         scoped_key(7, "k")  # type: ignore[arg-type]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+def _shuffled(value: object, rnd: random.Random) -> object:
+    if isinstance(value, dict):
+        items = [(k, _shuffled(v, rnd)) for k, v in value.items()]
+        rnd.shuffle(items)
+        return dict(items)
+    if isinstance(value, list):
+        return [_shuffled(v, rnd) for v in value]
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=json_values, seed=st.integers(0, 2**32), indent=st.sampled_from([None, 1, 4]))
+def test_json_encodings_of_one_document_share_a_fingerprint(doc: object, seed: int, indent: int | None) -> None:
+    a = json.dumps(doc).encode()
+    b = json.dumps(_shuffled(doc, random.Random(seed)), indent=indent, ensure_ascii=seed % 2 == 0).encode()
+    assert fingerprint("POST", "/p", a, "application/json") == fingerprint("POST", "/p", b, "application/json")
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=json_values, y=json_values)
+def test_different_documents_differ(x: object, y: object) -> None:
+    if json.dumps(x, sort_keys=True) != json.dumps(y, sort_keys=True):
+        fx = fingerprint("POST", "/p", json.dumps(x).encode(), "application/json")
+        assert fx != fingerprint("POST", "/p", json.dumps(y).encode(), "application/json")

@@ -287,3 +287,25 @@ async def test_client_gone_before_the_body_arrived_runs_nothing(store: Idempoten
     # The key was never claimed: a complete retry runs.
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as c:
         assert (await c.post("/charges", json={"amount": 1}, headers=key("gone"))).status_code == 201
+
+
+async def test_fastapi_add_middleware(redis: aioredis.Redis) -> None:
+    from fastapi import FastAPI
+
+    api = FastAPI()
+    runs: list[int] = []
+
+    @api.post("/orders", status_code=201)
+    async def create(order: dict[str, Any]) -> dict[str, Any]:
+        runs.append(1)
+        return {"order": len(runs), **order}
+
+    api.add_middleware(IdempotencyMiddleware, service=IdempotencyService(RedisStore(redis)),
+                       principal=header_principal("X-Edge-User"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://t") as c:
+        h = {**key("fa"), "X-Edge-User": "u1"}
+        r1 = await c.post("/orders", json={"sku": "a"}, headers=h)
+        r2 = await c.post("/orders", json={"sku": "a"}, headers=h)
+        r3 = await c.post("/orders", json={"sku": "b"}, headers=h)
+    assert r1.status_code == r2.status_code == 201 and r1.json() == r2.json() == {"order": 1, "sku": "a"}
+    assert r2.headers["idempotent-replayed"] == "true" and r3.status_code == 422 and runs == [1]

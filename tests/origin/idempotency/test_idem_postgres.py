@@ -138,3 +138,22 @@ async def test_cleanup_command(pg_pool: PgPool, table: str, pg_dsn: str) -> None
     assert out.decode().strip() == f"{table}: 1 expired rows deleted"
     assert not (await pg.begin("kept", "fp", "t2", 60_000)).acquired
     assert (await pg.begin("gone", "fp", "t2", 60_000)).acquired
+
+
+async def test_pool_recovers_from_killed_connections(pg_pool: PgPool, table: str, pg_dsn: str) -> None:
+    pg = PostgresStore(pg_pool.connection, table=table)
+    await pg.create_schema()
+    assert (await pg.begin("a", "fp", "t", 60_000)).acquired
+    async with pg_pool.connection() as conn:
+        pid = conn.info.backend_pid
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    await asyncio.sleep(0.05)
+    # The dead idle connection fails one call (typed), is dropped, and the next call works.
+    try:
+        rec = await pg.get("a")
+    except StoreUnavailable:
+        rec = await pg.get("a")
+    assert rec is not None and not rec.done
+    async with pg_pool.connection() as conn:
+        assert conn.info.backend_pid != pid
