@@ -82,10 +82,22 @@ def limiter(env: Any, config: LimitsConfig) -> EdgeLimiter:
     return EdgeLimiter(config, backends, BLOCK_CACHE)
 
 
-def refusal(verdict: Verdict) -> Response:
+def _details(verdict: Verdict) -> dict[str, Any]:
+    """Decision details for service callers: combined and per-tier decisions, backend clock."""
+    out: dict[str, Any] = {}
+    if verdict.decision is not None:
+        out["decision"] = decision_to_json(verdict.decision)
+    if verdict.decisions:
+        out["decisions"] = [decision_to_json(d) for d in verdict.decisions]
+    if verdict.at_us is not None:
+        out["at_us"] = verdict.at_us
+    return out
+
+
+def refusal(verdict: Verdict, **extra: Any) -> Response:
     """The response for a refused request: 429/403/503 problem JSON with the limit headers."""
     status = verdict.status or 500
-    extensions: dict[str, Any] = {}
+    extensions: dict[str, Any] = dict(extra)
     if verdict.limit is not None:
         extensions["limit"] = verdict.limit
     if status == 429 and verdict.decision is not None:
@@ -93,6 +105,8 @@ def refusal(verdict: Verdict) -> Response:
         detail = f"rate limit {verdict.limit!r} exceeded; retry after {verdict.decision.retry_after_s} s"
     else:
         detail = verdict.detail or "request refused"
+    if verdict.failures:
+        extensions["failures"] = list(verdict.failures)
     headers = [*verdict.headers, ("X-RateLimit-Source", verdict.source)]
     return problem_response(status, detail, headers=headers, **extensions)
 
@@ -164,16 +178,25 @@ def register(router: Router) -> None:
         now_us = _body_int(body, "now_us", None)
         if now_us is not None and not env_flag(rc.env, "EDGE_KV_TEST_CLOCK"):
             raise HttpError(400, "'now_us' is accepted only when EDGE_KV_TEST_CLOCK is enabled")
+        if now_us is not None and not 0 <= now_us < 2**52:
+            raise HttpError(400, f"'now_us' must be in [0, 2**52), got {now_us}")
         assert cost is not None
+        lim = limiter(rc.env, config)
+        if now_us is not None:
+            # Explicit test time: the isolate's block cache works on real time, keep it out.
+            lim.block_cache = BlockCache()
         try:
-            verdict = await limiter(rc.env, config).check_keys([(spec, key)], cost=cost, at_us=now_us)
+            verdict = await lim.check_keys([(spec, key)], cost=cost, at_us=now_us)
         except ValueError as exc:
             raise HttpError(400, str(exc)) from None
         if not verdict.allowed:
-            return refusal(verdict)
-        out: dict[str, Any] = {"allowed": True, "limit": spec.name, "source": verdict.source}
-        if verdict.decision is not None:
-            out["decision"] = decision_to_json(verdict.decision)
+            return refusal(verdict, **_details(verdict))
+        out: dict[str, Any] = {
+            "allowed": True,
+            "limit": spec.name,
+            "source": verdict.source,
+            **_details(verdict),
+        }
         return json_response(out, headers=[*verdict.headers, ("X-RateLimit-Source", verdict.source)])
 
     @router.route("GET", "/ratelimit/{limit}/state")

@@ -93,6 +93,7 @@ class RateLimitObject:
             {
                 "decision": decision_to_json(outcome.decision),
                 "decisions": [decision_to_json(d) for d in outcome.decisions],
+                "now_us": now,
             },
             separators=(",", ":"),
         )

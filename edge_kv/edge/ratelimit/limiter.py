@@ -29,13 +29,17 @@ from edge_kv.edge.ratelimit.blockcache import BlockCache
 from edge_kv.edge.ratelimit.config import LimitsConfig, LimitSpec
 from edge_kv.edge.ratelimit.keys import limit_key
 
+BackendReply = tuple[Decision, Sequence[Decision], int]
+
 
 class Backend(Protocol):
-    """Where a limit's state lives. Returns (combined decision, per-tier decisions)."""
+    """Where a limit's state lives.
 
-    async def decide(
-        self, spec: LimitSpec, key: str, cost: int, now_us: int | None
-    ) -> tuple[Decision, Sequence[Decision]]: ...
+    Returns (combined decision, per-tier decisions, the backend's clock in µs at the
+    decision), the last so callers can measure time where the decision was made.
+    """
+
+    async def decide(self, spec: LimitSpec, key: str, cost: int, now_us: int | None) -> BackendReply: ...
 
 
 class BackendError(Exception):
@@ -64,6 +68,8 @@ class Verdict:
     source: str = "none"
     detail: str | None = None
     failures: tuple[str, ...] = field(default=())
+    decisions: tuple[Decision, ...] = ()
+    at_us: int | None = None
 
     @property
     def allowed(self) -> bool:
@@ -128,6 +134,7 @@ class EdgeLimiter:
         policies: list[Policy] = []
         decisions: list[Decision] = []
         failures: list[str] = []
+        last_at: int | None = None
         for spec, key in keyed:
             clock = at_us if at_us is not None else now_us()
             cache_key = f"{spec.name}|{key}"
@@ -137,7 +144,7 @@ class EdgeLimiter:
                 decisions.append(cached)
                 return Verdict(429, _headers(policies, decisions), cached, spec.name, "block-cache")
             try:
-                combined, tier_decisions = await self._call(spec, key, cost, at_us)
+                combined, tier_decisions, backend_us = await self._call(spec, key, cost, at_us)
             except BackendError as exc:
                 failures.append(f"{spec.name}: {exc}")
                 if spec.on_error == "open":
@@ -153,9 +160,18 @@ class EdgeLimiter:
                 )
             policies.extend(spec.tiers)
             decisions.extend(tier_decisions)
+            last_at = backend_us
             if not combined.allowed:
                 self.block_cache.block(cache_key, combined, clock, cost)
-                return Verdict(429, _headers(policies, decisions), combined, spec.name, "backend")
+                return Verdict(
+                    429,
+                    _headers(policies, decisions),
+                    combined,
+                    spec.name,
+                    "backend",
+                    decisions=tuple(tier_decisions),
+                    at_us=backend_us,
+                )
         if not decisions:
             return Verdict(None, source="fail-open" if failures else "none", failures=tuple(failures))
         combined_all = min(decisions, key=lambda d: (d.remaining, -d.reset_after_us))
@@ -166,11 +182,11 @@ class EdgeLimiter:
             None,
             "fail-open" if failures else "backend",
             failures=tuple(failures),
+            decisions=tuple(decisions),
+            at_us=last_at,
         )
 
-    async def _call(
-        self, spec: LimitSpec, key: str, cost: int, at_us: int | None
-    ) -> tuple[Decision, Sequence[Decision]]:
+    async def _call(self, spec: LimitSpec, key: str, cost: int, at_us: int | None) -> BackendReply:
         backend = self.backends.get(spec.backend)
         if backend is None:
             raise BackendError(f"no backend {spec.backend!r} is configured")
