@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -38,11 +39,10 @@ def write_config(directory: Path, main: Path) -> Path:
 @pytest.fixture(scope="session")
 def worker_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wrangler.toml pointing at a fresh build of the Worker (what the host runs)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from build_worker import build
-
     directory = tmp_path_factory.mktemp("worker")
-    out = build(directory / "worker")
+    out = directory / "worker"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_worker.py"), "--out", str(out)],
+                   check=True, capture_output=True)
     return write_config(directory, out / "entry.py")
 
 

@@ -106,7 +106,7 @@ def start_fails(host: HostProcess) -> str:
 
 @pytest.mark.host_only
 def test_missing_durable_object_class(start_host: Callable[..., HostProcess], worker_config: Path, tmp_path: Path) -> None:
-    work, config = project_copy(tmp_path, worker_config)
+    _, config = project_copy(tmp_path, worker_config)
     config.write_text(config.read_text().replace('class_name = "Counter"', 'class_name = "Nope"')
                       .replace('new_sqlite_classes = ["Counter"]', 'new_sqlite_classes = ["Nope"]'))
     line = start_fails(start_host(config=config))

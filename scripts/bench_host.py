@@ -1,0 +1,125 @@
+"""Benchmark the offline host: throughput and latency through it, start-up time, RSS growth.
+
+Measures, against one freshly started host (fresh --persist directory):
+  * requests/s and p50/p99 latency for a bare response (/__health), a KV read (/kv/{key})
+    and a Durable Object RPC (/do/counter/{name}/increment), at concurrency 1 and 32;
+  * host start-up time (process start until it answers);
+  * host RSS (node process and its children: workerd) before and after 10,000 requests.
+Prints a markdown table. Usage:
+    .venv/bin/python scripts/bench_host.py [--requests 2000] [--rss-requests 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "http"))
+# The same start/stop helper the HTTP tests use (tests/ is not a package mypy can see).
+HostProcess: Any = importlib.import_module("hostproc").HostProcess
+
+
+def rss_mb(pid: int) -> float:
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += child.memory_info().rss
+    return float(total) / 2**20
+
+
+async def run_load(client: httpx.AsyncClient, method: str, path: str, body: Any,
+                   total: int, concurrency: int) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            r = await client.request(method, path, json=body)
+            latencies.append(time.perf_counter() - start)
+            if r.status_code >= 400:
+                raise RuntimeError(f"{method} {path} -> {r.status_code}: {r.text}")
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    q = statistics.quantiles(latencies, n=100)
+    return total / elapsed, q[49] * 1000, q[98] * 1000
+
+
+async def bench(url: str, requests: int) -> list[tuple[str, int, float, float, float]]:
+    rows = []
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+        await c.put("/kv/bench", json={"value": "x" * 100})
+        cases = [
+            ("bare response (GET /__health)", "GET", "/__health", None),
+            ("KV read (GET /kv/bench)", "GET", "/kv/bench", None),
+            ("DO RPC (POST /do/counter/bench/increment)", "POST", "/do/counter/bench/increment", {"by": 1}),
+        ]
+        for label, method, path, body in cases:
+            for concurrency in (1, 32):
+                await run_load(c, method, path, body, min(200, requests), concurrency)  # warm-up
+                rps, p50, p99 = await run_load(c, method, path, body, requests, concurrency)
+                rows.append((label, concurrency, rps, p50, p99))
+    return rows
+
+
+async def rss_growth(url: str, pid: int, n: int) -> tuple[float, float]:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=32)) as c:
+        await run_load(c, "GET", "/kv/bench", None, 500, 16)  # warm-up before the baseline
+        before = rss_mb(pid)
+        await run_load(c, "GET", "/kv/bench", None, n // 2, 16)
+        await run_load(c, "POST", "/do/counter/rss/increment", {"by": 1}, n - n // 2, 16)
+        after = rss_mb(pid)
+    return before, after
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per case")
+    parser.add_argument("--rss-requests", type=int, default=10000)
+    args = parser.parse_args()
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_worker.py")], check=True, capture_output=True)
+    with tempfile.TemporaryDirectory() as persist:
+        host = HostProcess(ROOT / "wrangler.toml", Path(persist))
+        began = time.perf_counter()
+        try:
+            url = host.start()
+            startup = time.perf_counter() - began
+            assert host.proc is not None
+            rows = asyncio.run(bench(url, args.requests))
+            before, after = asyncio.run(rss_growth(url, host.proc.pid, args.rss_requests))
+        finally:
+            host.close()
+    growth = (after - before) / before * 100
+    print("| case | concurrency | requests/s | p50 ms | p99 ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, concurrency, rps, p50, p99 in rows:
+        print(f"| {label} | {concurrency} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
+    print()
+    print(f"host start-up (process start to first answer): {startup:.2f} s")
+    print(f"host RSS (node + workerd) before/after {args.rss_requests:,} requests: "
+          f"{before:.0f} MiB -> {after:.0f} MiB ({growth:+.1f}%, limit +10%: {'OK' if growth <= 10 else 'EXCEEDED'})")
+    if growth > 10:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
