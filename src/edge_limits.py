@@ -149,6 +149,38 @@ async def _spec(rc: RouteContext) -> tuple[LimitsConfig, Any]:
     return config, config.limits[name]
 
 
+MAX_REPLAY_STEPS = 1000
+
+
+async def _replay(rc: RouteContext, config: LimitsConfig, spec: Any, key: str, steps: Any) -> Response:
+    """Test clock only: decide a sequence of ``{"cost", "now_us"}`` steps in order, one
+    object call each, in one HTTP request (conformance vectors without per-step HTTP)."""
+    if not env_flag(rc.env, "EDGE_KV_TEST_CLOCK"):
+        raise HttpError(400, "'steps' is accepted only when EDGE_KV_TEST_CLOCK is enabled")
+    if not isinstance(steps, list) or not 1 <= len(steps) <= MAX_REPLAY_STEPS:
+        raise HttpError(400, f"'steps' must be a list of 1..{MAX_REPLAY_STEPS} objects")
+    checked: list[tuple[int, int]] = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict) or set(step) != {"cost", "now_us"}:
+            raise HttpError(400, f"steps[{i}] must be an object with exactly 'cost' and 'now_us'")
+        cost, now_us = _body_int(step, "cost", None), _body_int(step, "now_us", None)
+        assert cost is not None and now_us is not None
+        if not 0 <= now_us < 2**52:
+            raise HttpError(400, f"steps[{i}].now_us must be in [0, 2**52)")
+        for tier in spec.tiers:
+            if not 0 <= cost <= tier.limit:
+                raise HttpError(400, f"steps[{i}].cost {cost} is outside [0, {tier.limit}]")
+        checked.append((cost, now_us))
+    lim = limiter(rc.env, config)
+    lim.block_cache = BlockCache()
+    results: list[dict[str, Any]] = []
+    for cost, now_us in checked:
+        lim.block_cache.clear()
+        verdict = await lim.check_keys([(spec, key)], cost=cost, at_us=now_us)
+        results.append({"status": verdict.status or 200, "source": verdict.source, **_details(verdict)})
+    return json_response({"limit": spec.name, "key": key, "results": results})
+
+
 def register(router: Router) -> None:
     """Add the rate-limit routes to ``router``."""
 
@@ -167,13 +199,15 @@ def register(router: Router) -> None:
         _service(rc)
         config, spec = await _spec(rc)
         body = await read_json_object(rc.request)
-        unknown = sorted(set(body) - {"key", "cost", "now_us"})
+        unknown = sorted(set(body) - {"key", "cost", "now_us", "steps"})
         if unknown:
             raise HttpError(400, f"unknown field(s) {unknown}")
         try:
             key = check_key(body.get("key"))
         except ValueError as exc:
             raise HttpError(400, f"'key': {exc}") from None
+        if "steps" in body:
+            return await _replay(rc, config, spec, key, body["steps"])
         cost = _body_int(body, "cost", 1)
         now_us = _body_int(body, "now_us", None)
         if now_us is not None and not env_flag(rc.env, "EDGE_KV_TEST_CLOCK"):
