@@ -3,7 +3,8 @@
 One object per resource. The HTTP API (service API: ``Authorization: Bearer
 <EDGE_KV_SERVICE_TOKEN>``) lets an origin without Redis take a global lock:
 
-* ``POST /locks/{resource}/acquire`` ``{"ttl_ms": int, "wait_ms": int = 0, "owner": str?}``
+* ``POST /locks/{resource}/acquire`` ``{"ttl_ms": int, "wait_ms": int = 0, "owner": str?,
+  "poll_ms": int = 25}``
   -> 200 ``{"resource", "owner", "token", "expires_at_ms"}``; 409 when not granted in time.
 * ``POST /locks/{resource}/extend`` ``{"owner": str, "ttl_ms": int}`` -> 200 / 409.
 * ``POST /locks/{resource}/release`` ``{"owner": str}`` -> 200 / 409 (wrong or expired owner).
@@ -24,7 +25,7 @@ from workers import DurableObject
 
 from edge_kv.core.lease import NotOwner
 from edge_kv.edge.http import HttpError, RouteContext, Router, json_response, read_json_object
-from edge_kv.edge.locks.client import EdgeLock, LockBusy, check_resource, new_owner
+from edge_kv.edge.locks.client import DEFAULT_POLL_MS, EdgeLock, LockBusy, check_resource, new_owner
 from edge_kv.edge.locks.client import object_name as lock_object_name
 from edge_kv.edge.locks.durable import LockObject
 from edge_kv.edge.locks.state import LockLimits, check_owner
@@ -106,11 +107,14 @@ def register(router: Router) -> None:
     async def lock_acquire(rc: RouteContext) -> Any:
         limits = _service(rc)
         resource = _resource(rc)
-        body = await _body(rc, {"ttl_ms", "wait_ms", "owner"})
+        body = await _body(rc, {"ttl_ms", "wait_ms", "owner", "poll_ms"})
         ttl = _checked(limits.check_ttl, body.get("ttl_ms"))
         wait = _checked(limits.check_wait, body.get("wait_ms", 0))
         owner = _checked(check_owner, body["owner"]) if "owner" in body else new_owner()
-        lock = EdgeLock(rc.env.LOCKS, resource, ttl_ms=ttl, wait_ms=wait, owner=owner)
+        poll = body.get("poll_ms", DEFAULT_POLL_MS)
+        if isinstance(poll, bool) or not isinstance(poll, int) or not 5 <= poll <= 1000:
+            raise HttpError(400, f"poll_ms must be an integer in [5, 1000], got {poll!r}")
+        lock = EdgeLock(rc.env.LOCKS, resource, ttl_ms=ttl, wait_ms=wait, owner=owner, poll_ms=poll)
         try:
             lease = await lock.acquire()
         except LockBusy as busy:
