@@ -8,12 +8,16 @@ tests/http. Edge-safe: runs in Pyodide too.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 
 import pytest
 
 from edge_kv.core.decision import Decision
+from edge_kv.edge.locks.client import EdgeLock
+from edge_kv.edge.ratelimit.backends import KeyLocks
 from edge_kv.edge.ratelimit.config import LimitSpec, parse_config
+from edge_kv.edge.ratelimit.durable import ExplicitClockRefused, RateLimitObject
 from edge_kv.edge.ratelimit.limiter import EdgeLimiter
 from edge_kv.edge.ratelimit.state import Stored, decide_stored
 
@@ -25,14 +29,14 @@ class DictBackend:
 
     async def decide(
         self, spec: LimitSpec, key: str, cost: int, now_us: int | None
-    ) -> tuple[Decision, Sequence[Decision]]:
+    ) -> tuple[Decision, Sequence[Decision], int]:
         self.calls += 1
         assert now_us is not None
         name = f"{spec.name}|{key}"
         out = decide_stored(spec.tiers, self.data.get(name), now_us, cost)
         if out.stored is not None:
             self.data[name] = out.stored
-        return out.decision, out.decisions
+        return out.decision, out.decisions, now_us
 
 
 class BrokenBackend:
@@ -41,7 +45,7 @@ class BrokenBackend:
 
     async def decide(
         self, spec: LimitSpec, key: str, cost: int, now_us: int | None
-    ) -> tuple[Decision, Sequence[Decision]]:
+    ) -> tuple[Decision, Sequence[Decision], int]:
         if self.hang:
             await asyncio.sleep(10)
         raise RuntimeError("object exploded")
@@ -157,3 +161,57 @@ async def test_missing_backend_is_a_backend_error() -> None:
     lim = EdgeLimiter(CFG, {})
     v = await lim.check([CFG.limit("ip")], ip="198.51.100.7")
     assert v.status == 503 and "no backend" in v.failures[0]
+
+
+async def test_verdict_carries_tier_decisions_and_backend_clock() -> None:
+    lim = EdgeLimiter(CFG, {"do": DictBackend()})
+    v = await lim.check([CFG.limit("ip")], ip="198.51.100.8", at_us=T0 + 5)
+    assert v.at_us == T0 + 5 and len(v.decisions) == 1 and v.decisions[0].policy == "ip"
+
+
+async def test_kv_key_locks_serialise_per_key_and_clean_up() -> None:
+    locks = KeyLocks()
+    inside: list[str] = []
+    overlap = False
+
+    async def section(key: str) -> None:
+        nonlocal overlap
+
+        async def body() -> None:
+            nonlocal overlap
+            if key in inside:
+                overlap = True
+            inside.append(key)
+            await asyncio.sleep(0.001)
+            inside.remove(key)
+
+        await locks.run(key, body)
+
+    await asyncio.gather(*(section(k) for k in ["a", "b"] * 10))
+    assert not overlap and len(locks) == 0
+
+
+async def test_durable_logic_refuses_explicit_clock_before_touching_storage() -> None:
+    spec = json.dumps(CFG.limit("ip").to_json())
+    obj = RateLimitObject(storage=None, test_clock=False)
+    with pytest.raises(ExplicitClockRefused):
+        await obj.decide(spec, "k", 1, now_us=T0)
+    with pytest.raises(ValueError):
+        await RateLimitObject(storage=None, test_clock=True).decide(spec, "k", 1, now_us=-1)
+    with pytest.raises(ValueError):
+        await obj.decide(spec, "k", 4)
+    with pytest.raises(ValueError):
+        await obj.decide(spec, "", 1)
+    with pytest.raises(ValueError):
+        await obj.decide('{"tiers": []}', "k", 1)
+
+
+def test_edge_lock_client_checks_arguments() -> None:
+    for kwargs in ({"ttl_ms": 0}, {"wait_ms": -1}, {"poll_ms": 0}, {"wait_ms": True}):
+        with pytest.raises(ValueError):
+            EdgeLock(None, "r", **kwargs)  # type: ignore[arg-type]
+    for resource in ("", "x" * 257):
+        with pytest.raises(ValueError):
+            EdgeLock(None, resource)
+    lock = EdgeLock(None, "r")
+    assert len(lock.owner) >= 20 and lock.owner != EdgeLock(None, "r").owner

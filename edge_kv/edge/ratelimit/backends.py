@@ -60,7 +60,7 @@ class DurableObjectBackend:
         return parse_reply(raw)
 
 
-class _KeyLocks:
+class KeyLocks:
     """Per-isolate ``asyncio.Lock`` per KV key; entries are dropped when nobody holds them."""
 
     def __init__(self) -> None:
@@ -85,13 +85,13 @@ class _KeyLocks:
         return len(self._locks)
 
 
-ISOLATE_KEY_LOCKS = _KeyLocks()
+ISOLATE_KEY_LOCKS = KeyLocks()
 
 
 class KvBackend:
     """Approximate decisions with state in Workers KV (see the module docstring)."""
 
-    def __init__(self, kv: Any, prefix: str = "rl:", locks: _KeyLocks | None = None) -> None:
+    def __init__(self, kv: Any, prefix: str = "rl:", locks: KeyLocks | None = None) -> None:
         self.kv = kv
         self.prefix = prefix
         self.locks = locks if locks is not None else ISOLATE_KEY_LOCKS

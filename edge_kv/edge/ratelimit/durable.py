@@ -27,7 +27,7 @@ SCHEMA = (
 )
 
 
-class TestClockDisabled(ValueError):
+class ExplicitClockRefused(ValueError):
     """An explicit ``now_us`` was passed but the test clock is not enabled."""
 
 
@@ -40,7 +40,7 @@ class RateLimitObject:
 
     The DO class in ``src/`` owns an instance and forwards its RPC methods here.
     ``test_clock`` allows callers to pass ``now_us`` (conformance vectors); production
-    configuration leaves it off and such calls raise :class:`TestClockDisabled`.
+    configuration leaves it off and such calls raise :class:`ExplicitClockRefused`.
     """
 
     def __init__(self, storage: Any, *, test_clock: bool = False) -> None:
@@ -58,7 +58,7 @@ class RateLimitObject:
         if now_us is None:
             return real_now_us()
         if not self.test_clock:
-            raise TestClockDisabled("now_us is accepted only when EDGE_KV_TEST_CLOCK is enabled")
+            raise ExplicitClockRefused("now_us is accepted only when EDGE_KV_TEST_CLOCK is enabled")
         if isinstance(now_us, bool) or not isinstance(now_us, int) or not 0 <= now_us < 2**52:
             raise ValueError(f"now_us must be an integer in [0, 2**52), got {now_us!r}")
         return now_us
