@@ -2,8 +2,9 @@
 
 Routes (registered on the entry module's router by :func:`register`):
 
-* ``GET /limited/{name}`` — a demo resource behind the limits that the configuration's
-  ``routes`` assign to its path, keyed by ``CF-Connecting-IP``. 200 with
+* ``GET /limited/{name}``, ``GET /limited-kv/{name}`` — demo resources behind the limits
+  that the configuration's ``routes`` assign to their path (in ``wrangler.toml``: a
+  Durable Object limit and a KV limit), keyed by ``CF-Connecting-IP``. 200 with
   ``RateLimit-Policy``/``RateLimit`` headers, or 429 + ``Retry-After`` (problem JSON),
   403 for the deny list, 503 when a fail-closed limit's backend is down.
 * ``POST /ratelimit/{limit}`` — the service API for trusted callers (an origin without
@@ -185,6 +186,7 @@ def register(router: Router) -> None:
     """Add the rate-limit routes to ``router``."""
 
     @router.route("GET", "/limited/{name}")
+    @router.route("GET", "/limited-kv/{name}")
     async def limited_resource(rc: RouteContext) -> Any:
         verdict = await enforce(rc)
         if not verdict.allowed:

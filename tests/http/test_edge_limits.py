@@ -380,3 +380,6 @@ async def test_production_config_refuses_service_api_and_test_clock(client: http
     assert r.status_code == 503 and "EDGE_KV_SERVICE_TOKEN" in r.json()["detail"]
     r = await client.get("/limited/prod", headers=as_ip("203.0.113.40"))
     assert r.status_code == 200 and r.headers["ratelimit-policy"].startswith('"ip-burst";q=20')
+    r = await client.get("/limited-kv/prod", headers=as_ip("203.0.113.40"))
+    assert r.status_code == 200 and r.headers["ratelimit-policy"] == '"ip-kv-minute";q=60;w=60'
+    assert r.headers["ratelimit"].startswith('"ip-kv-minute";r=59;')

@@ -7,6 +7,10 @@ and stale waiters, so an abandoned lease frees itself even if nobody asks for th
 again. ``last_token`` lives in the same row and only grows, so fencing tokens are
 strictly increasing per resource for as long as the object's storage exists.
 
+The record is kept in memory after the first read (the object is its only writer;
+memory changes only after a write succeeded), so a call that changes nothing costs no
+storage operation and one that changes the record costs one statement.
+
 Replies are JSON strings (they cross the RPC boundary unchanged); refusals are replies,
 not exceptions, so the Worker can map them to 409 without parsing error text.
 Bad arguments raise ``ValueError`` before anything is stored.
@@ -47,13 +51,17 @@ class LockObject:
         self.limits = limits
         self._ready = False
         self._alarm_ms: int | None = None
+        self._record: LockRecord | None = None
 
     async def load(self) -> LockRecord:
+        if self._record is not None:
+            return self._record
         if not self._ready:
             await sql_exec(self.storage, SCHEMA)
             self._ready = True
         rows = await sql_rows(self.storage, "SELECT record FROM edge_kv_lock WHERE id = 1")
-        return LockRecord.loads(str(rows[0]["record"]) if rows else None)
+        self._record = LockRecord.loads(str(rows[0]["record"]) if rows else None)
+        return self._record
 
     async def save(self, before: LockRecord, after: LockRecord) -> None:
         if after != before:
@@ -63,6 +71,7 @@ class LockObject:
                 " ON CONFLICT(id) DO UPDATE SET record = excluded.record",
                 after.dumps(),
             )
+            self._record = after
         wake = after.next_wakeup_ms(self.limits)
         if wake is not None and wake != self._alarm_ms:
             await self.storage.setAlarm(wake)

@@ -8,12 +8,18 @@ is one ``INSERT ... ON CONFLICT`` statement, so all tiers of the key change toge
 
 Rows carry ``expires_us`` (when the state equals a fresh bucket); the object's alarm
 deletes expired rows so idle keys cost no storage.
+
+The object is the only writer of its storage, so it keeps what it read or wrote in
+memory (bounded, write-through: memory changes only after the write succeeded) and a
+decision costs one SQL statement when admitted and none when refused. A fresh instance
+(after eviction or a restart) reads from storage again.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from typing import Any
 
 from edge_kv.core.validate import check_cost
@@ -25,6 +31,9 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS edge_kv_ratelimit ("
     " key TEXT PRIMARY KEY, state TEXT NOT NULL, expires_us INTEGER NOT NULL)"
 )
+
+
+MEMORY_ROWS = 4096
 
 
 class ExplicitClockRefused(ValueError):
@@ -48,6 +57,22 @@ class RateLimitObject:
         self.test_clock = test_clock
         self._ready = False
         self._alarm_ms: int | None = None
+        self._rows: OrderedDict[str, str | None] = OrderedDict()
+
+    async def _load(self, key: str) -> str | None:
+        if key in self._rows:
+            self._rows.move_to_end(key)
+            return self._rows[key]
+        rows = await sql_rows(self.storage, "SELECT state FROM edge_kv_ratelimit WHERE key = ?", key)
+        text = str(rows[0]["state"]) if rows else None
+        self._remember(key, text)
+        return text
+
+    def _remember(self, key: str, text: str | None) -> None:
+        self._rows[key] = text
+        self._rows.move_to_end(key)
+        while len(self._rows) > MEMORY_ROWS:
+            self._rows.popitem(last=False)
 
     async def _init(self) -> None:
         if not self._ready:
@@ -75,18 +100,18 @@ class RateLimitObject:
             check_cost(cost, tier.limit)
         now = self._now(now_us)
         await self._init()
-        rows = await sql_rows(self.storage, "SELECT state FROM edge_kv_ratelimit WHERE key = ?", key)
-        stored = loads(rows[0]["state"]) if rows else None
-        outcome = decide_stored(spec.tiers, stored, now, cost)
+        outcome = decide_stored(spec.tiers, loads(await self._load(key)), now, cost)
         if outcome.stored is not None:
+            text = dumps(outcome.stored)
             await sql_exec(
                 self.storage,
                 "INSERT INTO edge_kv_ratelimit (key, state, expires_us) VALUES (?, ?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET state = excluded.state, expires_us = excluded.expires_us",
                 key,
-                dumps(outcome.stored),
+                text,
                 outcome.expires_us,
             )
+            self._remember(key, text)
             if not self.test_clock:
                 await self._arm(outcome.expires_us // 1000 + 1)
         return json.dumps(
@@ -115,6 +140,7 @@ class RateLimitObject:
         await self._init()
         self._alarm_ms = None
         now = real_now_us()
+        self._rows.clear()
         await sql_exec(self.storage, "DELETE FROM edge_kv_ratelimit WHERE expires_us <= ?", now)
         rows = await sql_rows(self.storage, "SELECT MIN(expires_us) AS next FROM edge_kv_ratelimit")
         nxt = rows[0]["next"] if rows else None
