@@ -65,6 +65,15 @@ LIMITS: dict[str, Any] = {
                 {"name": "ip-minute", "kind": "sliding_log", "limit": 10, "window_s": 60},
             ],
         },
+        "short": {
+            "key": ["global"],
+            "tiers": [{"name": "short", "kind": "fixed_window", "limit": 5, "window_s": 1}],
+        },
+        "sharded": {
+            "key": ["global"],
+            "shards": 3,
+            "tiers": [{"name": "sharded", "kind": "token_bucket", "capacity": 2, "refill_rate": 0.01}],
+        },
         "slow-open": {
             "key": ["ip"],
             "on_error": "open",
@@ -234,6 +243,27 @@ async def test_single_step_with_explicit_clock(api: httpx.AsyncClient) -> None:
         r = await check(api, "vec0", {"key": "single-step", "cost": step["cost"], "now_us": step["now_us"]})
         assert r.status_code == (200 if step["decision"]["allowed"] else 429)
         assert r.json()["decision"] == step["decision"]
+
+
+async def test_alarm_deletes_rows_once_they_are_back_to_full(api: httpx.AsyncClient) -> None:
+    assert (await check(api, "short", {"key": "gc"})).status_code == 200
+    assert (await stored(api, "short", "gc"))["short"][1][1] == 1
+    deadline = time.monotonic() + 10
+    while await stored(api, "short", "gc") is not None:
+        assert time.monotonic() < deadline, "the object's alarm never deleted the expired row"
+        await asyncio.sleep(0.25)
+
+
+async def test_sharded_limit_keeps_keys_apart(api: httpx.AsyncClient) -> None:
+    keys = [f"tenant-{i}" for i in range(6)]  # 6 keys over 3 objects
+    for key in keys:
+        for _ in range(2):
+            assert (await check(api, "sharded", {"key": key})).status_code == 200
+    for key in keys:
+        r = await check(api, "sharded", {"key": key})
+        assert r.status_code == 429 and r.json()["decision"]["remaining"] == 0
+    for key in keys:
+        assert (await stored(api, "sharded", key))["sharded"][0] == "token_bucket"
 
 
 # ---- headers, keying, lists ----------------------------------------------------------------
