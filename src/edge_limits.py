@@ -4,7 +4,8 @@ Routes (registered on the entry module's router by :func:`register`):
 
 * ``GET /limited/{name}``, ``GET /limited-kv/{name}`` — demo resources behind the limits
   that the configuration's ``routes`` assign to their path (in ``wrangler.toml``: a
-  Durable Object limit and a KV limit), keyed by ``CF-Connecting-IP``. 200 with
+  Durable Object limit and a KV limit), keyed by ``CF-Connecting-IP``, the subject of an
+  ``X-Api-Key`` verified against KV (stored hashed), and the matched route. 200 with
   ``RateLimit-Policy``/``RateLimit`` headers, or 429 + ``Retry-After`` (problem JSON),
   403 for the deny list, 503 when a fail-closed limit's backend is down.
 * ``POST /ratelimit/{limit}`` — the service API for trusted callers (an origin without
@@ -17,6 +18,7 @@ Use :func:`enforce` from any other route to put it behind the configured limits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 from urllib.parse import parse_qs
@@ -127,6 +129,27 @@ async def enforce(rc: RouteContext, *, subject: str | None = None, cost: int = 1
     )
 
 
+API_KEY_HEADER = "x-api-key"
+
+
+async def api_key_subject(rc: RouteContext) -> str | None:
+    """The subject of a presented API key, authenticated against KV.
+
+    Keys are stored hashed: KV ``apikey:<sha256 hex of the key>`` holds the subject id.
+    No header: anonymous (``None``); an unknown key: 401. The subject, not the raw
+    header, is what per-API-key limits are keyed by.
+    """
+    presented = rc.request.headers.get(API_KEY_HEADER)
+    if not presented:
+        return None
+    digest = hashlib.sha256(presented.encode("utf-8")).hexdigest()
+    kv = getattr(rc.env, env_str(rc.env, "EDGE_KV_LIMITS_KV") or "KV")
+    subject = await kv.get(f"apikey:{digest}")
+    if not isinstance(subject, str) or not subject:
+        raise HttpError(401, "unknown API key")
+    return subject
+
+
 def _body_int(body: dict[str, Any], name: str, default: int | None) -> int | None:
     value = body.get(name, default)
     if value is None:
@@ -188,7 +211,7 @@ def register(router: Router) -> None:
     @router.route("GET", "/limited/{name}")
     @router.route("GET", "/limited-kv/{name}")
     async def limited_resource(rc: RouteContext) -> Any:
-        verdict = await enforce(rc)
+        verdict = await enforce(rc, subject=await api_key_subject(rc))
         if not verdict.allowed:
             return refusal(verdict)
         return json_response(

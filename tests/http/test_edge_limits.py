@@ -9,6 +9,7 @@ configuration has neither: a test below checks the session host refuses both.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -58,6 +59,10 @@ LIMITS: dict[str, Any] = {
                 }
             ],
         },
+        "per-key": {
+            "key": ["subject"],
+            "tiers": [{"name": "key-burst", "kind": "token_bucket", "capacity": 4, "refill_rate": 0.05}],
+        },
         "per-ip": {
             "key": ["ip"],
             "tiers": [
@@ -92,7 +97,7 @@ LIMITS: dict[str, Any] = {
         },
     },
     "routes": [
-        {"prefix": "/limited/", "limits": ["per-ip"]},
+        {"prefix": "/limited/", "limits": ["per-key", "per-ip"]},
         {"prefix": "/limited/open-", "limits": ["slow-open"]},
         {"prefix": "/limited/closed-", "limits": ["slow-closed"]},
     ],
@@ -292,6 +297,28 @@ async def test_headers_on_allowed_and_refused_and_block_cache(api: httpx.AsyncCl
     assert len(state["ip-minute"][1]) == 3
 
 
+async def test_api_key_tier_is_shared_across_ips_and_keyed_by_the_verified_subject(
+    api: httpx.AsyncClient,
+) -> None:
+    secret = "sk-test-tenant-a-0123456789"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    assert (await api.put(f"/kv/apikey:{digest}", json={"value": "tenant-a"})).status_code == 200
+    key = {"x-api-key": secret}
+    for i in range(4):  # four different IPs, one API key: the per-key bucket (4) is shared
+        r = await api.get("/limited/k", headers={**as_ip(f"203.0.113.{50 + i}"), **key})
+        assert r.status_code == 200, r.text
+        assert r.headers["ratelimit-policy"].startswith('"key-burst";q=4;w=80, "ip-burst"')
+    r = await api.get("/limited/k", headers={**as_ip("203.0.113.60"), **key})
+    assert r.status_code == 429 and r.json()["limit"] == "per-key"
+    # The per-IP tier of that fresh IP was not charged for the refused request.
+    assert await stored(api, "per-ip", "ip=203.0.113.60") is None
+    assert (await stored(api, "per-key", "sub=tenant-a"))["key-burst"][0] == "token_bucket"
+    # An unknown key is refused; without a key the same IP is only limited per IP.
+    r = await api.get("/limited/k", headers={**as_ip("203.0.113.60"), "x-api-key": "sk-forged"})
+    assert r.status_code == 401 and r.json()["status"] == 401
+    assert (await api.get("/limited/k", headers=as_ip("203.0.113.60"))).status_code == 200
+
+
 async def test_client_sent_forwarding_headers_do_not_change_the_key(api: httpx.AsyncClient) -> None:
     ip = "203.0.113.11"
     for i in range(3):
@@ -409,7 +436,11 @@ async def test_production_config_refuses_service_api_and_test_clock(client: http
     r = await client.post("/ratelimit/per-ip", json={"key": "k", "now_us": 1}, headers=AUTH)
     assert r.status_code == 503 and "EDGE_KV_SERVICE_TOKEN" in r.json()["detail"]
     r = await client.get("/limited/prod", headers=as_ip("203.0.113.40"))
-    assert r.status_code == 200 and r.headers["ratelimit-policy"].startswith('"ip-burst";q=20')
+    # Anonymous: the per-API-key tier does not apply; per IP and per route do.
+    assert r.status_code == 200
+    assert r.headers["ratelimit-policy"] == (
+        '"ip-burst";q=20;w=2, "ip-minute";q=300;w=60, "route-second";q=500;w=3'
+    )
     r = await client.get("/limited-kv/prod", headers=as_ip("203.0.113.40"))
     assert r.status_code == 200 and r.headers["ratelimit-policy"] == '"ip-kv-minute";q=60;w=60'
     assert r.headers["ratelimit"].startswith('"ip-kv-minute";r=59;')
