@@ -31,6 +31,8 @@ VECTORS = json.loads((ROOT / "tests" / "vectors" / "ratelimit.json").read_text()
 # Exactness: 10 + 2/s. The host serves a few dozen limiter requests/s on a busy 2-core
 # machine (refusals are mostly answered by the block cache), so 32 clients exceed it.
 STRESS_CAPACITY, STRESS_RATE = 10, 2
+# The sliding log: at most 6 admissions in any 1.5 s.
+LOG_LIMIT, LOG_WINDOW_S = 6, 1.5
 
 LIMITS: dict[str, Any] = {
     "limits": {
@@ -44,6 +46,13 @@ LIMITS: dict[str, Any] = {
                     "capacity": STRESS_CAPACITY,
                     "refill_rate": STRESS_RATE,
                 }
+            ],
+        },
+        "exact-log": {
+            "key": ["global"],
+            "timeout_ms": 20000,
+            "tiers": [
+                {"name": "exact-log", "kind": "sliding_log", "limit": LOG_LIMIT, "window_s": LOG_WINDOW_S}
             ],
         },
         "approx": {
@@ -196,6 +205,22 @@ async def test_durable_object_bucket_is_exact_under_32_clients(api: httpx.AsyncC
     # upper bound is exact, the lower one allows 1% or the one token lost to the floor.
     assert admitted <= allowance + 1e-9
     assert admitted >= min(0.99 * allowance, allowance - 1)
+
+
+async def test_durable_object_sliding_log_is_exact_under_32_clients(api: httpx.AsyncClient) -> None:
+    admitted, refused, times, wall = await hammer(api, "exact-log", "stress")
+    window_us = round(LOG_WINDOW_S * 1e6)
+    # Exact: no LOG_LIMIT + 1 admissions inside any window (object clock).
+    busiest = max(sum(1 for t in times[i:] if t - times[i] < window_us) for i in range(len(times)))
+    span_s = (times[-1] - times[0]) / 1e6
+    print(
+        f"\nDO sliding log: {admitted} admitted, {refused} refused in {wall:.2f} s; busiest window {busiest}"
+    )
+    assert refused > admitted
+    assert busiest <= LOG_LIMIT
+    # Under excess demand every slot is reused as soon as it leaves the window: each full
+    # window between the first and the last admission holds LOG_LIMIT, plus the last one.
+    assert admitted >= LOG_LIMIT * int(span_s // LOG_WINDOW_S) + 1
 
 
 async def test_kv_limiter_over_admission_is_measured(api: httpx.AsyncClient, record_property: Any) -> None:
