@@ -35,6 +35,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def durable_view(record: LockRecord) -> tuple[object, ...]:
+    """What must be stored: the lease state and the queue order (not poll times)."""
+    return (record.state, tuple(w.owner for w in record.waiters))
+
+
 def lease_json(lease: Lease) -> dict[str, Any]:
     return {"owner": lease.owner, "token": lease.token, "expires_at_ms": lease.expires_at_ms}
 
@@ -64,16 +69,23 @@ class LockObject:
         return self._record
 
     async def save(self, before: LockRecord, after: LockRecord) -> None:
-        if after != before:
+        """Persist what must survive a restart; re-arm the alarm only to fire earlier.
+
+        A waiter's poll only refreshes its liveness (``seen_ms``/``deadline_ms``): that
+        stays in memory, so polling costs no storage write. After an eviction the stored
+        times are older, so a waiter may be dropped and re-queue at the back (documented).
+        An alarm that fires earlier than needed just re-arms itself.
+        """
+        if durable_view(after) != durable_view(before):
             await sql_exec(
                 self.storage,
                 "INSERT INTO edge_kv_lock (id, record) VALUES (1, ?)"
                 " ON CONFLICT(id) DO UPDATE SET record = excluded.record",
                 after.dumps(),
             )
-            self._record = after
+        self._record = after
         wake = after.next_wakeup_ms(self.limits)
-        if wake is not None and wake != self._alarm_ms:
+        if wake is not None and (self._alarm_ms is None or wake < self._alarm_ms):
             await self.storage.setAlarm(wake)
             self._alarm_ms = wake
 
