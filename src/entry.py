@@ -27,6 +27,7 @@ from edge_kv.edge.http import (
     rpc_error_detail,
     rpc_error_status,
 )
+from edge_kv.edge.ratelimit.runtime import service_auth_error
 from edge_limits import RateLimiter
 from edge_locks import LockService
 
@@ -69,10 +70,14 @@ async def echo(rc: RouteContext) -> Any:
 
 
 # ---- KV ----
+# The public demo routes only ever touch keys under DEMO_KV_PREFIX, so they cannot mint
+# API keys (``apikey:*``) or rewrite the limits configuration (``config:*``). Writing any
+# other key is the admin route's job and needs the service token.
+
+DEMO_KV_PREFIX = "demo:"
 
 
-@router.route("PUT", "/kv/{key}")
-async def kv_put(rc: RouteContext) -> Any:
+async def _kv_write(rc: RouteContext, key: str) -> Any:
     body = await read_json_object(rc.request)
     value = body.get("value")
     if not isinstance(value, str):
@@ -83,13 +88,18 @@ async def kv_put(rc: RouteContext) -> Any:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 60:
             raise bad_request("'ttl' must be an integer >= 60 (the KV minimum)")
         options["expirationTtl"] = ttl
-    await rc.env.KV.put(rc.params["key"], value, **options)
+    await rc.env.KV.put(key, value, **options)
     return json_response({"key": rc.params["key"], "stored": True})
+
+
+@router.route("PUT", "/kv/{key}")
+async def kv_put(rc: RouteContext) -> Any:
+    return await _kv_write(rc, DEMO_KV_PREFIX + rc.params["key"])
 
 
 @router.route("GET", "/kv/{key}")
 async def kv_get(rc: RouteContext) -> Any:
-    value = await rc.env.KV.get(rc.params["key"])
+    value = await rc.env.KV.get(DEMO_KV_PREFIX + rc.params["key"])
     if value is None:
         raise HttpError(404, f"no KV value for {rc.params['key']!r}")
     return json_response({"key": rc.params["key"], "value": value})
@@ -97,15 +107,36 @@ async def kv_get(rc: RouteContext) -> Any:
 
 @router.route("GET", "/kv-meta/{key}")
 async def kv_meta(rc: RouteContext) -> Any:
-    listing = await rc.env.KV.list(prefix=rc.params["key"])
+    stored_key = DEMO_KV_PREFIX + rc.params["key"]
+    listing = await rc.env.KV.list(prefix=stored_key)
     for entry in listing["keys"]:  # a dict: attribute access would find dict.keys
-        if entry["name"] == rc.params["key"]:
-            return json_response({"key": entry["name"], "expiration": entry.get("expiration")})
+        if entry["name"] == stored_key:
+            return json_response({"key": rc.params["key"], "expiration": entry.get("expiration")})
     raise HttpError(404, f"no KV value for {rc.params['key']!r}")
 
 
 @router.route("DELETE", "/kv/{key}")
 async def kv_delete(rc: RouteContext) -> Any:
+    await rc.env.KV.delete(DEMO_KV_PREFIX + rc.params["key"])
+    return json_response({"key": rc.params["key"], "deleted": True})
+
+
+def _require_service_token(rc: RouteContext) -> None:
+    refused = service_auth_error(rc.env, rc.request.headers.get("authorization"))
+    if refused is not None:
+        raise HttpError(*refused)
+
+
+@router.route("PUT", "/admin/kv/{key}")
+async def admin_kv_put(rc: RouteContext) -> Any:
+    """Provision any KV key (hashed API keys, the limits document); service token required."""
+    _require_service_token(rc)
+    return await _kv_write(rc, rc.params["key"])
+
+
+@router.route("DELETE", "/admin/kv/{key}")
+async def admin_kv_delete(rc: RouteContext) -> Any:
+    _require_service_token(rc)
     await rc.env.KV.delete(rc.params["key"])
     return json_response({"key": rc.params["key"], "deleted": True})
 
@@ -202,7 +233,7 @@ async def wait_until(rc: RouteContext) -> Any:
 
     async def later() -> None:
         await asyncio.sleep(0.3)
-        await rc.env.KV.put(key, "done")
+        await rc.env.KV.put(DEMO_KV_PREFIX + key, "done")
 
     rc.ctx.waitUntil(asyncio.ensure_future(later()))
     return json_response({"key": key, "scheduled": True}, status=202)

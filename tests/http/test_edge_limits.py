@@ -327,7 +327,7 @@ async def test_api_key_tier_is_shared_across_ips_and_keyed_by_the_verified_subje
 ) -> None:
     secret = "sk-test-tenant-a-0123456789"
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    assert (await api.put(f"/kv/apikey:{digest}", json={"value": "tenant-a"})).status_code == 200
+    assert (await api.put(f"/admin/kv/apikey:{digest}", json={"value": "tenant-a"})).status_code == 200
     key = {"x-api-key": secret}
     for i in range(4):  # four different IPs, one API key: the per-key bucket (4) is shared
         r = await api.get("/limited/k", headers={**as_ip(f"203.0.113.{50 + i}"), **key})
@@ -342,6 +342,27 @@ async def test_api_key_tier_is_shared_across_ips_and_keyed_by_the_verified_subje
     r = await api.get("/limited/k", headers={**as_ip("203.0.113.60"), "x-api-key": "sk-forged"})
     assert r.status_code == 401 and r.json()["status"] == 401
     assert (await api.get("/limited/k", headers=as_ip("203.0.113.60"))).status_code == 200
+
+
+async def test_public_kv_route_cannot_mint_api_keys_or_config(
+    api: httpx.AsyncClient, edge_host: str
+) -> None:
+    secret = "sk-minted-by-a-stranger"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    async with httpx.AsyncClient(base_url=edge_host, timeout=30) as stranger:
+        # The demo route stores under its own prefix: the "API key" authenticates nothing.
+        assert (await stranger.put(f"/kv/apikey:{digest}", json={"value": "tenant-x"})).status_code == 200
+        r = await api.get("/limited/m", headers={**as_ip("203.0.113.70"), "x-api-key": secret})
+        assert r.status_code == 401
+        # The admin route needs the service token.
+        r = await stranger.put(f"/admin/kv/apikey:{digest}", json={"value": "tenant-x"})
+        assert r.status_code == 401 and r.json()["status"] == 401
+        r = await stranger.put(
+            "/admin/kv/config:limits", json={"value": "{}"}, headers={"authorization": "Bearer wrong"}
+        )
+        assert r.status_code == 401
+    r = await api.get("/limited/m", headers={**as_ip("203.0.113.70"), "x-api-key": secret})
+    assert r.status_code == 401
 
 
 async def test_client_sent_forwarding_headers_do_not_change_the_key(api: httpx.AsyncClient) -> None:
@@ -395,7 +416,7 @@ async def test_limits_change_through_kv_without_redeploy(api: httpx.AsyncClient)
     tighter["limits"]["per-ip"]["tiers"] = [
         {"name": "one", "kind": "fixed_window", "limit": 1, "window_s": 60}
     ]
-    r = await api.put("/kv/config:limits", json={"value": json.dumps(tighter)})
+    r = await api.put("/admin/kv/config:limits", json={"value": json.dumps(tighter)})
     assert r.status_code == 200
     try:
         assert (await api.get("/limited/kv-config", headers=ip)).headers[
@@ -403,11 +424,11 @@ async def test_limits_change_through_kv_without_redeploy(api: httpx.AsyncClient)
         ] == '"one";q=1;w=60'
         assert (await api.get("/limited/kv-config", headers=ip)).status_code == 429
         # A broken KV document is ignored: the var's limits apply again.
-        assert (await api.put("/kv/config:limits", json={"value": "{not json"})).status_code == 200
+        assert (await api.put("/admin/kv/config:limits", json={"value": "{not json"})).status_code == 200
         r = await api.get("/limited/kv-config2", headers=as_ip("203.0.113.31"))
         assert r.status_code == 200 and r.headers["ratelimit-policy"].startswith('"ip-burst"')
     finally:
-        await api.delete("/kv/config:limits")
+        await api.delete("/admin/kv/config:limits")
 
 
 # ---- bad input --------------------------------------------------------------------------------
