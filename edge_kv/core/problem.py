@@ -24,9 +24,6 @@ _TITLES = {
     504: "Gateway Timeout",
 }
 
-_RESERVED = {"type", "title", "status", "detail", "instance"}
-
-
 def problem(
     status: int,
     detail: str | None = None,
@@ -36,16 +33,16 @@ def problem(
     instance: str | None = None,
     **extensions: Any,
 ) -> dict[str, Any]:
-    """Build a problem object. Extension members must not shadow the standard ones.
+    """Build a problem object.
+
+    Every standard member is a named parameter, so an extension can never shadow one
+    (a second ``status``/``detail`` is a ``TypeError`` from the call itself).
 
     ``status`` must be an HTTP status code (an ``int`` in 100..599): RFC 9457 makes the
     member a JSON number equal to the response status, so anything else is refused.
     """
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise ValueError(f"status must be an HTTP status code (int 100..599), got {status!r}")
-    clash = _RESERVED.intersection(extensions)
-    if clash:
-        raise ValueError(f"extension members shadow standard members: {sorted(clash)}")
     body: dict[str, Any] = {
         "type": type,
         "title": title or _TITLES.get(status, "Error"),
