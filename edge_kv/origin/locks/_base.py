@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
-from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR
+from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, redlock_validity_ms
 from edge_kv.core.validate import check_key, check_positive_int, check_positive_number
 from edge_kv.origin.locks._io import check_op_timeout
 from edge_kv.origin.locks.errors import LockAcquireTimeout, LockError, LockNotOwned, LockUnavailable
@@ -197,6 +197,10 @@ class LeaseLock(ABC):
         if attempt.token is not None:
             self._granted(owner, attempt.token, started, attempt.validity_ms)
         return attempt
+
+    def _validity(self, ttl_ms: int, elapsed_s: float) -> int:
+        """How long the holder may rely on a lease granted ``elapsed_s`` after asking."""
+        return redlock_validity_ms(ttl_ms, int(elapsed_s * 1000), self.drift_factor)
 
     def _granted(self, owner: str, token: int, started: float, validity_ms: int) -> None:
         self._owner, self._token, self._lost = owner, token, False

@@ -19,7 +19,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, redlock_validity_ms
+from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR
 from edge_kv.origin.locks._base import (
     DEFAULT_BLOCKING_TIMEOUT_S,
     DEFAULT_RENEW_FRACTION,
@@ -71,9 +71,6 @@ class RedisLock(LeaseLock):
             namespace=namespace,
         )
         self.redis = redis
-
-    def _validity(self, ttl_ms: int, elapsed_s: float) -> int:
-        return redlock_validity_ms(ttl_ms, int(elapsed_s * 1000), self.drift_factor)
 
     async def _attempt(self, owner: str) -> Attempt:
         started = time.monotonic()

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, quorum, redlock_validity_ms
+from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, quorum
 from edge_kv.origin.locks._base import (
     DEFAULT_BLOCKING_TIMEOUT_S,
     DEFAULT_RENEW_FRACTION,
@@ -85,9 +85,6 @@ class Redlock(LeaseLock):
         )
         self.clients = clients
         self.quorum = quorum(len(clients))
-
-    def _validity(self, ttl_ms: int, elapsed_s: float) -> int:
-        return redlock_validity_ms(ttl_ms, int(elapsed_s * 1000), self.drift_factor)
 
     async def _on_node(self, client: aioredis.Redis, owner: str) -> tuple[int, int, int] | None:
         """(token or 0, holder pttl, counter) from one node, ``None`` if it did not answer."""
