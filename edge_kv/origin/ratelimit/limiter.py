@@ -117,9 +117,7 @@ class RateLimiter:
         self.max_key_length = max_key_length
         self._suffixes = [f"}}:{p.name}:{w[0]}" for p, w in zip(tiers, wires, strict=True)]
         # Static script arguments, encoded once (the hot path only adds time and cost).
-        self._args: list[bytes] = []
-        for _, kind, limit, period in wires:
-            self._args += [kind.encode("ascii"), str(limit).encode("ascii"), str(period).encode("ascii")]
+        self._spec = ",".join(f"{kind}:{limit}:{period}" for _, kind, limit, period in wires).encode("ascii")
 
     def keys_for(self, key: str) -> list[str]:
         """The Redis keys holding ``key``'s state, one per tier."""
@@ -143,7 +141,7 @@ class RateLimiter:
         Bad arguments raise ``ValueError`` before anything is sent to Redis.
         """
         keys = self._check(key, cost, now_us)
-        args = [b"" if now_us is None else now_us, cost, *self._args]
+        args = [b"" if now_us is None else now_us, cost, self._spec]
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await LIMIT_SCRIPT.run(self.redis, keys, args)
@@ -160,11 +158,12 @@ class RateLimiter:
         async with asyncio.timeout(self.timeout):
             await self.redis.delete(*self.keys_for(key))
 
-    def _result(self, reply: Sequence[int]) -> RateLimitResult:
-        now_us = int(reply[0])
+    def _result(self, reply: bytes | str) -> RateLimitResult:
+        values = [int(v) for v in (reply.split(b",") if isinstance(reply, bytes) else reply.split(","))]
+        now_us = values[0]
         decisions = []
         for i, policy in enumerate(self.policies):
-            allowed, limit, remaining, retry, reset = (int(v) for v in reply[1 + 5 * i : 6 + 5 * i])
+            allowed, limit, remaining, retry, reset = values[1 + 5 * i : 6 + 5 * i]
             decisions.append(Decision(bool(allowed), limit, remaining, retry, reset, policy.name))
         combined = decisions[0] if len(decisions) == 1 else most_restrictive(decisions)
         return RateLimitResult(combined, tuple(decisions), self.policies, now_us)

@@ -156,7 +156,11 @@ async def test_killed_server_fails_fast(redis_servers: Callable[[int], list[Redi
 
 async def test_lua_errors_on_malformed_call(redis: aioredis.Redis) -> None:
     with pytest.raises(aioredis.ResponseError, match="unknown kind"):
-        await LIMIT_SCRIPT.run(redis, ["a"], ["", 1, "bogus", 1, 1])
+        await LIMIT_SCRIPT.run(redis, ["a"], ["", 1, "bogus:1:1"])
     with pytest.raises(aioredis.ResponseError, match="expected"):
         await LIMIT_SCRIPT.run(redis, ["a"], ["", 1])
+    with pytest.raises(aioredis.ResponseError, match=r"one .* tier per key"):
+        await LIMIT_SCRIPT.run(redis, ["a", "b"], ["", 1, "tb:1:1"])
+    with pytest.raises(aioredis.ResponseError, match=r"one .* tier per key"):
+        await LIMIT_SCRIPT.run(redis, ["a"], ["", 1, "tb:x:1"])
     assert await redis.dbsize() == 0
