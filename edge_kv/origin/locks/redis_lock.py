@@ -29,7 +29,7 @@ from edge_kv.origin.locks._base import (
     LeaseLock,
 )
 from edge_kv.origin.locks._io import DEFAULT_OP_TIMEOUT_S, bounded, run
-from edge_kv.origin.locks._lua import ACQUIRE, EXTEND, RELEASE
+from edge_kv.origin.locks._lua import ACQUIRE, EXTEND, RELEASE, acquire_reply
 from edge_kv.origin.locks.errors import LockNotOwned, LockUnavailable
 
 DEFAULT_LOCK_NAMESPACE = "edge_kv:lock"
@@ -74,14 +74,14 @@ class RedisLock(LeaseLock):
 
     async def _attempt(self, owner: str) -> Attempt:
         started = time.monotonic()
-        token, pttl, _counter = await run(
+        token, pttl, _counter = acquire_reply(await run(
             ACQUIRE,
             self.redis,
             [self.key, self.counter_key],
             [owner, self.ttl_ms],
             self.op_timeout,
             f"acquire {self.name!r}",
-        )
+        ))
         if not token:
             return Attempt(None, holder_pttl_ms=int(pttl))
         validity = self._validity(self.ttl_ms, time.monotonic() - started)

@@ -36,7 +36,7 @@ from edge_kv.origin.locks._base import (
     LeaseLock,
 )
 from edge_kv.origin.locks._io import run
-from edge_kv.origin.locks._lua import ACQUIRE, EXTEND, RAISE_COUNTER, RELEASE
+from edge_kv.origin.locks._lua import ACQUIRE, EXTEND, RAISE_COUNTER, RELEASE, acquire_reply
 from edge_kv.origin.locks.errors import LockNotOwned, LockUnavailable
 
 DEFAULT_REDLOCK_NAMESPACE = "edge_kv:redlock"
@@ -89,7 +89,7 @@ class Redlock(LeaseLock):
     async def _on_node(self, client: aioredis.Redis, owner: str) -> tuple[int, int, int] | None:
         """(token or 0, holder pttl, counter) from one node, ``None`` if it did not answer."""
         try:
-            token, pttl, counter = await run(
+            reply = await run(
                 ACQUIRE,
                 client,
                 [self.key, self.counter_key],
@@ -99,7 +99,7 @@ class Redlock(LeaseLock):
             )
         except LockUnavailable:
             return None
-        return int(token), int(pttl), int(counter)
+        return acquire_reply(reply)
 
     async def _raise_on_node(self, client: aioredis.Redis, owner: str, token: int) -> bool:
         try:
