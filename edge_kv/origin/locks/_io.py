@@ -27,7 +27,8 @@ DEFAULT_OP_TIMEOUT_S = 2.0
 # Lua numbers are IEEE doubles: integers above this stop being exact.
 MAX_TOKEN = 2**53 - 1
 
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+# Errors meaning "this node did not answer" (as opposed to a script error).
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
 def check_op_timeout(value: object) -> float:
@@ -48,7 +49,7 @@ async def bounded(aw: Awaitable[T], limit_s: float, what: str) -> T:
     try:
         async with asyncio.timeout(limit_s):
             return await aw
-    except _UNREACHABLE as exc:
+    except UNREACHABLE as exc:
         raise LockUnavailable(f"{what}: Redis unreachable or too slow ({type(exc).__name__}: {exc})") from exc
 
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, quorum
+from edge_kv.origin._scripts import LuaScript
 from edge_kv.origin.locks._base import (
     DEFAULT_BLOCKING_TIMEOUT_S,
     DEFAULT_RENEW_FRACTION,
@@ -35,7 +37,7 @@ from edge_kv.origin.locks._base import (
     Attempt,
     LeaseLock,
 )
-from edge_kv.origin.locks._io import run
+from edge_kv.origin.locks._io import UNREACHABLE, run
 from edge_kv.origin.locks._lua import ACQUIRE, EXTEND, RAISE_COUNTER, RELEASE, acquire_reply
 from edge_kv.origin.locks.errors import LockNotOwned, LockUnavailable
 
@@ -86,20 +88,35 @@ class Redlock(LeaseLock):
         self.clients = clients
         self.quorum = quorum(len(clients))
 
-    async def _on_node(self, client: aioredis.Redis, owner: str) -> tuple[int, int, int] | None:
-        """(token or 0, holder pttl, counter) from one node, ``None`` if it did not answer."""
+    async def _fan_out(self, sc: LuaScript, keys: list[str], args: list[str | int]) -> list[Any]:
+        """Run ``sc`` on every node at once under ONE ``op_timeout`` timer.
+
+        Returns each node's reply, or ``None`` for a node that did not answer in time or
+        is unreachable. One timer for all nodes (rather than one per call) is cheaper, and
+        a slow node still cannot delay the answer past ``op_timeout``.
+        """
+        tasks = [asyncio.ensure_future(sc.run(c, keys, args)) for c in self.clients]
         try:
-            reply = await run(
-                ACQUIRE,
-                client,
-                [self.key, self.counter_key],
-                [owner, self.ttl_ms],
-                self.op_timeout,
-                "acquire",
-            )
-        except LockUnavailable:
-            return None
-        return acquire_reply(reply)
+            _, pending = await asyncio.wait(tasks, timeout=self.op_timeout)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        for t in pending:
+            t.cancel()
+        replies: list[Any] = []
+        for t in tasks:
+            if t in pending:
+                replies.append(None)
+                continue
+            exc = t.exception()
+            if exc is None:
+                replies.append(t.result())
+            elif isinstance(exc, UNREACHABLE):
+                replies.append(None)
+            else:
+                raise exc
+        return replies
 
     async def _raise_on_node(self, client: aioredis.Redis, owner: str, token: int) -> bool:
         try:
@@ -112,7 +129,8 @@ class Redlock(LeaseLock):
 
     async def _attempt(self, owner: str) -> Attempt:
         started = time.monotonic()
-        replies = await asyncio.gather(*(self._on_node(c, owner) for c in self.clients))
+        raw = await self._fan_out(ACQUIRE, [self.key, self.counter_key], [owner, self.ttl_ms])
+        replies = [None if r is None else acquire_reply(r) for r in raw]
         answered = sum(r is not None for r in replies)
         granted = [(i, r[0]) for i, r in enumerate(replies) if r is not None and r[0] > 0]
         if len(granted) < self.quorum:
@@ -145,14 +163,7 @@ class Redlock(LeaseLock):
     async def _each(self, sc_name: str, owner: str, ttl_ms: int = 0) -> list[bool | None]:
         sc = RELEASE if sc_name == "release" else EXTEND
         args: list[str | int] = [owner] if sc_name == "release" else [owner, ttl_ms]
-
-        async def one(client: aioredis.Redis) -> bool | None:
-            try:
-                return bool(await run(sc, client, [self.key], args, self.op_timeout, sc_name))
-            except LockUnavailable:
-                return None
-
-        return list(await asyncio.gather(*(one(c) for c in self.clients)))
+        return [None if r is None else bool(r) for r in await self._fan_out(sc, [self.key], args)]
 
     async def _release_all(self, owner: str) -> None:
         await self._each("release", owner)
