@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from edge_kv.core.validate import check_cost
+from edge_kv.core.validate import check_cost, check_key
 from edge_kv.edge.ratelimit.config import parse_limit
 from edge_kv.edge.ratelimit.sql import sql_exec, sql_rows
 from edge_kv.edge.ratelimit.state import decide_stored, decision_to_json, dumps, loads
@@ -94,8 +94,7 @@ class RateLimitObject:
         Raises ``ValueError`` (bad spec, key or cost) before touching storage.
         """
         spec = parse_limit("rpc", json.loads(spec_json), "spec")
-        if not isinstance(key, str) or not key or len(key.encode()) > 512:
-            raise ValueError("key must be a non-empty string of at most 512 bytes")
+        check_key(key)
         for tier in spec.tiers:
             check_cost(cost, tier.limit)
         now = self._now(now_us)
