@@ -58,6 +58,24 @@ def base_url(worker_config: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         host.close()
 
 
+@pytest.fixture(scope="session")
+def service_config(worker_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Worker config plus the test ``.dev.vars`` of the edge limit and lock tests
+    (service token, test clock, test limits): one definition, one host for both modules."""
+    from test_edge_limits import write_test_config
+
+    return write_test_config(tmp_path_factory.mktemp("edge-service") / "cfg", worker_config)
+
+
+@pytest.fixture(scope="session")
+def service_host(service_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    host = HostProcess(service_config, tmp_path_factory.mktemp("edge-service-persist"))
+    try:
+        yield host.start()
+    finally:
+        host.close()
+
+
 @pytest.fixture
 def start_host(worker_config: Path, tmp_path: Path) -> Iterator[Callable[..., HostProcess]]:
     """Factory for a test's own host: ``start_host(*args, persist=None, config=None)``."""

@@ -1,8 +1,9 @@
 """Edge rate limiting through the offline host: exactness, vectors, headers, lists, bad input.
 
-The module starts its own host from the project's wrangler.toml plus a ``.dev.vars``
-that enables the service API (a token), the test clock (explicit ``now_us``, what the
-shared vectors need) and a limit configuration made for these tests. Production
+The tests use the session's service host (``service_host`` in conftest.py, shared with
+the lock tests): the project's wrangler.toml plus a ``.dev.vars`` that enables the
+service API (a token), the test clock (explicit ``now_us``, what the shared vectors need)
+and a limit configuration made for these tests. Production
 configuration has neither: a test below checks the session host refuses both.
 """
 
@@ -13,13 +14,13 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from hostproc import ROOT, HostProcess
+from hostproc import ROOT
 
 pytestmark = pytest.mark.host_only
 
@@ -134,20 +135,10 @@ def write_test_config(directory: Path, worker_config: Path) -> Path:
     return config
 
 
-@pytest.fixture(scope="module")
-def edge_host(worker_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    directory = tmp_path_factory.mktemp("edge-limits")
-    host = HostProcess(write_test_config(directory / "cfg", worker_config), directory / "persist")
-    try:
-        yield host.start()
-    finally:
-        host.close()
-
-
 @pytest.fixture
-async def api(edge_host: str) -> AsyncIterator[httpx.AsyncClient]:
+async def api(service_host: str) -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=edge_host, timeout=30, headers=AUTH, limits=limits) as c:
+    async with httpx.AsyncClient(base_url=service_host, timeout=30, headers=AUTH, limits=limits) as c:
         yield c
 
 
@@ -345,11 +336,11 @@ async def test_api_key_tier_is_shared_across_ips_and_keyed_by_the_verified_subje
 
 
 async def test_public_kv_route_cannot_mint_api_keys_or_config(
-    api: httpx.AsyncClient, edge_host: str
+    api: httpx.AsyncClient, service_host: str
 ) -> None:
     secret = "sk-minted-by-a-stranger"
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    async with httpx.AsyncClient(base_url=edge_host, timeout=30) as stranger:
+    async with httpx.AsyncClient(base_url=service_host, timeout=30) as stranger:
         # The demo route stores under its own prefix: the "API key" authenticates nothing.
         assert (await stranger.put(f"/kv/apikey:{digest}", json={"value": "tenant-x"})).status_code == 200
         r = await api.get("/limited/m", headers={**as_ip("203.0.113.70"), "x-api-key": secret})
@@ -463,10 +454,10 @@ async def test_bad_input_is_a_problem_and_changes_nothing(
     assert await stored(api, "per-ip", "bad-input") is None
 
 
-async def test_malformed_body_and_auth(api: httpx.AsyncClient, edge_host: str) -> None:
+async def test_malformed_body_and_auth(api: httpx.AsyncClient, service_host: str) -> None:
     r = await api.post("/ratelimit/per-ip", content=b"{nope", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["status"] == 400
-    async with httpx.AsyncClient(base_url=edge_host) as anon:
+    async with httpx.AsyncClient(base_url=service_host) as anon:
         r = await anon.post("/ratelimit/per-ip", json={"key": "bad-input"})
         assert r.status_code == 401
         r = await anon.post(

@@ -4,37 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from hostproc import HostProcess
-from test_edge_limits import AUTH, write_test_config
+from test_edge_limits import AUTH
 
 pytestmark = pytest.mark.host_only
 
 MAX_TTL_MS = 10_000  # EDGE_KV_LOCK_MAX_TTL_MS in the test .dev.vars
 
 
-@pytest.fixture(scope="module")
-def locks_config(worker_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_test_config(tmp_path_factory.mktemp("edge-locks") / "cfg", worker_config)
-
-
-@pytest.fixture(scope="module")
-def locks_host(locks_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    host = HostProcess(locks_config, tmp_path_factory.mktemp("edge-locks-persist"))
-    try:
-        yield host.start()
-    finally:
-        host.close()
-
-
 @pytest.fixture
-async def api(locks_host: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=locks_host, timeout=60, headers=AUTH) as c:
+async def api(service_host: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=service_host, timeout=60, headers=AUTH) as c:
         yield c
 
 
@@ -207,12 +193,12 @@ async def test_malformed_json_is_400(api: httpx.AsyncClient) -> None:
 
 
 async def test_tokens_keep_increasing_across_host_restarts(
-    locks_config: Path, tmp_path: Path, start_host: Callable[..., HostProcess]
+    service_config: Path, tmp_path: Path, start_host: Callable[..., HostProcess]
 ) -> None:
     persist = tmp_path / "restart-persist"
     seen: list[int] = []
     for _ in range(2):
-        host = start_host(persist=persist, config=locks_config)
+        host = start_host(persist=persist, config=service_config)
         url = host.start()
         async with httpx.AsyncClient(base_url=url, timeout=30, headers=AUTH) as c:
             for _ in range(2):
