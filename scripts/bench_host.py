@@ -42,8 +42,9 @@ def rss_parts_mb(pid: int) -> dict[str, float]:
     return parts
 
 
-async def run_load(client: httpx.AsyncClient, method: str, path: str, body: Any,
-                   total: int, concurrency: int) -> tuple[float, float, float]:
+async def run_load(
+    client: httpx.AsyncClient, method: str, path: str, body: Any, total: int, concurrency: int
+) -> tuple[float, float, float]:
     latencies: list[float] = []
     remaining = total
 
@@ -111,7 +112,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per case")
     parser.add_argument("--rss-requests", type=int, default=10000)
     args = parser.parse_args()
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_worker.py")], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_worker.py")], check=True, capture_output=True
+    )
     with tempfile.TemporaryDirectory() as persist:
         host = HostProcess(ROOT / "wrangler.toml", Path(persist))
         began = time.perf_counter()
@@ -132,8 +135,10 @@ def main() -> None:
         print(f"| {label} | {concurrency} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
     print()
     print(f"host start-up (process start to first answer): {startup:.2f} s")
-    print(f"host RSS (node + workerd) before/after {args.rss_requests:,} requests: "
-          f"{before:.0f} MiB -> {after:.0f} MiB ({growth:+.1f}%, limit +10%: {'OK' if growth <= 10 else 'EXCEEDED'}; {detail})")
+    print(
+        f"host RSS (node + workerd) before/after {args.rss_requests:,} requests: "
+        f"{before:.0f} MiB -> {after:.0f} MiB ({growth:+.1f}%, limit +10%: {'OK' if growth <= 10 else 'EXCEEDED'}; {detail})"
+    )
     if growth > 10:
         sys.exit(1)
 

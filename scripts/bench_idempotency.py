@@ -115,7 +115,9 @@ async def asgi_cells(name: str, store: IdempotencyStore | None, n: int, stack: A
         return r
 
     async def replay(i: int) -> object:
-        r = await http.post("/charges", json=BODY, headers={"Idempotency-Key": f"{run_id}-a{-1 - i % WARMUP}"})
+        r = await http.post(
+            "/charges", json=BODY, headers={"Idempotency-Key": f"{run_id}-a{-1 - i % WARMUP}"}
+        )
         assert r.headers.get("idempotent-replayed") == "true", r.headers
         return r
 
@@ -156,7 +158,10 @@ def context_cells(client: aioredis.Redis, pool: PgPool, schema: str) -> list[Cel
         async with pool.connection() as conn:
             return await conn.execute(f'INSERT INTO "{schema}".ctx VALUES (%s)', (f"{run_id}{i}",))
 
-    return [Cell("context", "redis", "1 SET", redis_set), Cell("context", "postgres", "1 INSERT + commit", pg_insert)]
+    return [
+        Cell("context", "redis", "1 SET", redis_set),
+        Cell("context", "postgres", "1 INSERT + commit", pg_insert),
+    ]
 
 
 async def bench(n: int, concurrency: int) -> list[Cell]:

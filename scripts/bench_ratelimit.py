@@ -54,7 +54,9 @@ async def make_floor(url: str, concurrency: int) -> tuple[Decide, Callable[[], A
     return decide, client.aclose
 
 
-def make_edge_kv(policies: Any) -> Callable[[str, int], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
+def make_edge_kv(
+    policies: Any,
+) -> Callable[[str, int], Awaitable[tuple[Decide, Callable[[], Awaitable[None]]]]]:
     async def factory(url: str, concurrency: int) -> tuple[Decide, Callable[[], Awaitable[None]]]:
         client = aioredis.Redis.from_url(url, max_connections=concurrency)
         limiter = RateLimiter(client, policies, timeout=5.0)
@@ -73,8 +75,9 @@ def make_limits(kind: str) -> Callable[[str, int], Awaitable[tuple[Decide, Calla
         from limits.aio.storage import RedisStorage
         from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-        storage = RedisStorage(url.replace("redis://", "async+redis://"), implementation="redispy",
-                               max_connections=concurrency)
+        storage = RedisStorage(
+            url.replace("redis://", "async+redis://"), implementation="redispy", max_connections=concurrency
+        )
         strategy = (MovingWindowRateLimiter if kind == "moving" else SlidingWindowCounterRateLimiter)(storage)
         item = RateLimitItemPerSecond(LIMIT, PERIOD_S)
 
@@ -132,8 +135,9 @@ async def make_pyrate(url: str, concurrency: int) -> tuple[Decide, Callable[[], 
     return decide, close
 
 
-async def run_slice(decide: Decide, names: list[str], concurrency: int, seconds: float,
-                    seed: int) -> tuple[int, int, float]:
+async def run_slice(
+    decide: Decide, names: list[str], concurrency: int, seconds: float, seed: int
+) -> tuple[int, int, float]:
     """``concurrency`` tasks deciding back to back for ``seconds``: (decisions, admitted, elapsed)."""
     done = allowed = 0
     loop = asyncio.get_running_loop()
@@ -158,8 +162,10 @@ CONTENDERS: list[tuple[str, Any]] = [
     ("edge_kv sliding log", make_edge_kv(SlidingLog(LIMIT, PERIOD_S))),
     ("edge_kv sliding window counter", make_edge_kv(SlidingWindowCounter(LIMIT, PERIOD_S))),
     ("edge_kv fixed window", make_edge_kv(FixedWindow(LIMIT, PERIOD_S))),
-    ("edge_kv tiers: bucket + log 600/min", make_edge_kv(
-        [TokenBucket(LIMIT, LIMIT / PERIOD_S, name="s"), SlidingLog(600, 60, name="m")])),
+    (
+        "edge_kv tiers: bucket + log 600/min",
+        make_edge_kv([TokenBucket(LIMIT, LIMIT / PERIOD_S, name="s"), SlidingLog(600, 60, name="m")]),
+    ),
     ("limits moving window (async redis)", make_limits("moving")),
     ("limits sliding window counter (async redis)", make_limits("sliding")),
     ("pyrate-limiter GCRA StateBucket (redis)", make_pyrate),
@@ -172,7 +178,9 @@ async def main() -> None:
     parser.add_argument("--slice", type=float, default=0.5, help="contenders take turns in slices this long")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--keys", type=int, default=1000)
-    parser.add_argument("--only", default="", help="substring filter on contender names (the floor always runs)")
+    parser.add_argument(
+        "--only", default="", help="substring filter on contender names (the floor always runs)"
+    )
     args = parser.parse_args()
     chosen = [(n, f) for n, f in CONTENDERS if args.only in n or n.startswith("floor")]
     names = [f"user:{i}" for i in range(args.keys)]
@@ -203,8 +211,10 @@ async def main() -> None:
     rate = {name: t[0] / t[2] for name, t in totals.items()}
     floor = rate[chosen[0][0]]
     ours = rate.get("edge_kv token bucket (GCRA)")
-    print(f"redis-server {version}, Python {sys.version.split()[0]}, concurrency {args.concurrency}, "
-          f"{args.keys} keys, limit {LIMIT}/{PERIOD_S}s per key, {slices} slices of {args.slice:g} s each\n")
+    print(
+        f"redis-server {version}, Python {sys.version.split()[0]}, concurrency {args.concurrency}, "
+        f"{args.keys} keys, limit {LIMIT}/{PERIOD_S}s per key, {slices} slices of {args.slice:g} s each\n"
+    )
     print("| contender | decisions/s | vs floor | edge_kv token bucket vs it | admitted |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, _ in chosen:

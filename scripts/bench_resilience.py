@@ -116,8 +116,12 @@ async def main() -> None:
     await add("bulkhead (uncontended)", "asyncio.Semaphore", sem_call, a.calls)
     await add("bulkhead (uncontended)", "aiolimiter 1.3 AsyncLimiter", lim_call, a.calls)
     per = max(1, a.calls // 100)
-    rows.append(("bulkhead (100 tasks, limit 10)", "edge_kv Bulkhead", await contended(lambda: bh, 100, per), True))
-    rows.append(("bulkhead (100 tasks, limit 10)", "asyncio.Semaphore", await contended(lambda: sem, 100, per), False))
+    rows.append(
+        ("bulkhead (100 tasks, limit 10)", "edge_kv Bulkhead", await contended(lambda: bh, 100, per), True)
+    )
+    rows.append(
+        ("bulkhead (100 tasks, limit 10)", "asyncio.Semaphore", await contended(lambda: sem, 100, per), False)
+    )
 
     # -- breakers, state shared in Redis ------------------------------------------------------
     with RedisServer() as server:
@@ -128,11 +132,19 @@ async def main() -> None:
         )
         await pfactory.initialize()
         ppurg = pfactory("bench")(dep)
-        await add("breaker (Redis-shared)", "edge_kv RedisBreakerStore", lambda: shared.call(dep), a.redis_calls, True)
+        await add(
+            "breaker (Redis-shared)",
+            "edge_kv RedisBreakerStore",
+            lambda: shared.call(dep),
+            a.redis_calls,
+            True,
+        )
         await add("breaker (Redis-shared)", "purgatory 3.0 AsyncRedisUnitOfWork", ppurg, a.redis_calls)
         await client.aclose()
 
-    print(f"bare `await dep()`: {bare_us:.3f} µs/call; {a.calls} calls ({a.redis_calls} for Redis rows), best of {a.rounds}\n")
+    print(
+        f"bare `await dep()`: {bare_us:.3f} µs/call; {a.calls} calls ({a.redis_calls} for Redis rows), best of {a.rounds}\n"
+    )
     print("| group | implementation | µs/call | overhead µs | time vs edge_kv |")
     print("| --- | --- | ---: | ---: | ---: |")
     ours = {g: us for g, _, us, o in rows if o}

@@ -42,8 +42,9 @@ def payments_client(base_url: str, inner: httpx.AsyncBaseTransport | None = None
     transport = ResilientTransport(
         inner,
         retry=RetryPolicy(max_attempts=3, max_total=2.0, budget=RetryBudget(0.1)),
-        breaker_config=BreakerConfig(window="count", window_size=20, minimum_calls=5,
-                                     failure_rate_threshold=50, wait_in_open=5),
+        breaker_config=BreakerConfig(
+            window="count", window_size=20, minimum_calls=5, failure_rate_threshold=50, wait_in_open=5
+        ),
         bulkhead=TieredBulkhead("payments"),
     )
     return httpx.AsyncClient(base_url=base_url, transport=transport, timeout=2.0)
@@ -60,8 +61,9 @@ def create_app(
     redis_client = aioredis.Redis.from_url(redis_url or os.environ["REDIS_URL"])
     pool = PgPool(pg_dsn or os.environ["PG_DSN"], size=5)
     pg_store = PostgresStore(pool.connection, table=idempotency_table)
-    payments = payments_client(payments_url or os.environ.get("PAYMENTS_URL", "http://payments"),
-                               payments_transport)
+    payments = payments_client(
+        payments_url or os.environ.get("PAYMENTS_URL", "http://payments"), payments_transport
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -91,8 +93,9 @@ def create_app(
         order = await request.json()
         key = request.headers.get("Idempotency-Key", "")
         # The payment call carries the same key, so the transport may retry it safely.
-        charge = await payments.post("/charges", json={"amount": order["amount"]},
-                                     headers={"Idempotency-Key": key} if key else {})
+        charge = await payments.post(
+            "/charges", json={"amount": order["amount"]}, headers={"Idempotency-Key": key} if key else {}
+        )
         charge.raise_for_status()
         return {"order": order, "charge": charge.json()}
 

@@ -37,8 +37,7 @@ def _sf_string(value: str) -> str:
 def policy_header(policies: Iterable[HasPolicy]) -> str:
     """Value of ``RateLimit-Policy`` for the given policies."""
     return ", ".join(
-        f"{_sf_string(p.name)};q={p.limit};w={max(1, ceil_div(p.window_us, US_PER_SECOND))}"
-        for p in policies
+        f"{_sf_string(p.name)};q={p.limit};w={max(1, ceil_div(p.window_us, US_PER_SECOND))}" for p in policies
     )
 
 

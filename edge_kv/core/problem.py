@@ -24,6 +24,7 @@ _TITLES = {
     504: "Gateway Timeout",
 }
 
+
 def problem(
     status: int,
     detail: str | None = None,

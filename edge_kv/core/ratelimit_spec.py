@@ -51,8 +51,15 @@ def policy_from_spec(spec: Mapping[str, Any]) -> Policy:
 def policy_to_spec(policy: Policy) -> dict[str, Any]:
     """The inverse of :func:`policy_from_spec`."""
     if isinstance(policy, TokenBucket):
-        return {"kind": "token_bucket", "name": policy.name, "capacity": policy.capacity,
-                "refill_rate": policy.refill_rate}
-    kind = {SlidingLog: "sliding_log", SlidingWindowCounter: "sliding_window_counter",
-            FixedWindow: "fixed_window"}[type(policy)]
+        return {
+            "kind": "token_bucket",
+            "name": policy.name,
+            "capacity": policy.capacity,
+            "refill_rate": policy.refill_rate,
+        }
+    kind = {
+        SlidingLog: "sliding_log",
+        SlidingWindowCounter: "sliding_window_counter",
+        FixedWindow: "fixed_window",
+    }[type(policy)]
     return {"kind": kind, "name": policy.name, "limit": policy.limit, "window_s": policy.window_s}

@@ -32,7 +32,9 @@ class RedisServerError(RuntimeError):
 class RedisServer:
     """One ``redis-server`` child process bound to 127.0.0.1."""
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(
+        self, port: int | None = None, *, binary: str | None = None, extra_args: tuple[str, ...] = ()
+    ):
         found = binary or shutil.which("redis-server")
         if not found:
             raise RedisServerError("redis-server is not on PATH (Debian: apt-get install redis-server)")
@@ -55,14 +57,22 @@ class RedisServer:
             return self
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self._dir,
-            "--daemonize", "no",
-            "--protected-mode", "no",
-            "--loglevel", "warning",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--loglevel",
+            "warning",
             *self.extra_args,
         ]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -111,5 +121,7 @@ class RedisServer:
     def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

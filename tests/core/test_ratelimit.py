@@ -48,6 +48,7 @@ def run(policy: Policy, steps: list[tuple[int, int]]) -> list[Decision]:
 
 # --- hand-checked behaviour ------------------------------------------------------------
 
+
 def test_token_bucket_burst_then_steady_refill() -> None:
     tb = TokenBucket(3, 2, name="b")  # one token per 500 ms
     ds = run(tb, [(T0, 1)] * 4 + [(T0 + 499_999, 1), (T0 + 500_000, 1)])
@@ -112,10 +113,18 @@ def test_tiers_all_or_nothing() -> None:
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: TokenBucket(0, 1), lambda: TokenBucket(1, 0), lambda: TokenBucket(1, 2_000_000),
-     lambda: TokenBucket(2**40, 0.001), lambda: SlidingLog(-1, 1), lambda: SlidingLog(1, 1e-9),
-     lambda: SlidingWindowCounter(1, 0.0001), lambda: SlidingWindowCounter(2**40, 10**6),
-     lambda: FixedWindow(1, float("inf")), lambda: FixedWindow(1, "1")],  # type: ignore[arg-type]
+    [
+        lambda: TokenBucket(0, 1),
+        lambda: TokenBucket(1, 0),
+        lambda: TokenBucket(1, 2_000_000),
+        lambda: TokenBucket(2**40, 0.001),
+        lambda: SlidingLog(-1, 1),
+        lambda: SlidingLog(1, 1e-9),
+        lambda: SlidingWindowCounter(1, 0.0001),
+        lambda: SlidingWindowCounter(2**40, 10**6),
+        lambda: FixedWindow(1, float("inf")),
+        lambda: FixedWindow(1, "1"),
+    ],  # type: ignore[arg-type]
 )
 def test_bad_parameters(make: Any) -> None:
     with pytest.raises(ValueError):
@@ -130,11 +139,20 @@ def test_bad_cost(cost: Any) -> None:
 
 
 def test_spec_round_trip_and_errors() -> None:
-    for policy in (TokenBucket(5, 1.5, name="a"), SlidingLog(5, 2), SlidingWindowCounter(5, 1), FixedWindow(5, 60)):
+    for policy in (
+        TokenBucket(5, 1.5, name="a"),
+        SlidingLog(5, 2),
+        SlidingWindowCounter(5, 1),
+        FixedWindow(5, 60),
+    ):
         assert policy_from_spec(policy_to_spec(policy)) == policy
-    for bad in ({"kind": "leaky"}, {"kind": "token_bucket", "capacity": 1},
-                {"kind": "fixed_window", "limit": 1, "window_s": 1, "extra": 1},
-                {"kind": "fixed_window", "limit": 1, "window_s": 1, "name": ""}, []):
+    for bad in (
+        {"kind": "leaky"},
+        {"kind": "token_bucket", "capacity": 1},
+        {"kind": "fixed_window", "limit": 1, "window_s": 1, "extra": 1},
+        {"kind": "fixed_window", "limit": 1, "window_s": 1, "name": ""},
+        [],
+    ):
         with pytest.raises(ValueError):
             policy_from_spec(bad)  # type: ignore[arg-type]
 
@@ -152,8 +170,13 @@ policies = st.one_of(
 @st.composite
 def scenario(draw: st.DrawFn) -> tuple[Policy, list[tuple[int, int]]]:
     policy = draw(policies)
-    deltas = draw(st.lists(st.tuples(st.integers(0, 3 * policy.window_us // 2 + 1), st.integers(0, policy.limit)),
-                           min_size=1, max_size=40))
+    deltas = draw(
+        st.lists(
+            st.tuples(st.integers(0, 3 * policy.window_us // 2 + 1), st.integers(0, policy.limit)),
+            min_size=1,
+            max_size=40,
+        )
+    )
     now, steps = T0, []
     for delta, cost in deltas:
         now += delta
@@ -168,7 +191,9 @@ def tick(policy: Policy) -> int:
 
 @settings(max_examples=200)
 @given(scenario())
-def test_refusal_keeps_state_and_retry_and_reset_are_exact(case: tuple[Policy, list[tuple[int, int]]]) -> None:
+def test_refusal_keeps_state_and_retry_and_reset_are_exact(
+    case: tuple[Policy, list[tuple[int, int]]],
+) -> None:
     policy, steps = case
     state = initial(policy)
     for now, cost in steps:

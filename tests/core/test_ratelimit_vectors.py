@@ -19,13 +19,23 @@ from edge_kv.core.ratelimit_spec import policy_from_spec
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "ratelimit.json"
 DATA: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))
-INITIAL: dict[str, Any] = {"token_bucket": 0, "sliding_log": [], "sliding_window_counter": CounterState(),
-                           "fixed_window": WindowState()}
+INITIAL: dict[str, Any] = {
+    "token_bucket": 0,
+    "sliding_log": [],
+    "sliding_window_counter": CounterState(),
+    "fixed_window": WindowState(),
+}
 
 
 def as_dict(d: Decision) -> dict[str, Any]:
-    return {"allowed": d.allowed, "limit": d.limit, "remaining": d.remaining,
-            "retry_after_us": d.retry_after_us, "reset_after_us": d.reset_after_us, "policy": d.policy}
+    return {
+        "allowed": d.allowed,
+        "limit": d.limit,
+        "remaining": d.remaining,
+        "retry_after_us": d.retry_after_us,
+        "reset_after_us": d.reset_after_us,
+        "policy": d.policy,
+    }
 
 
 def test_vectors_cover_every_policy_kind_and_both_outcomes() -> None:
@@ -43,6 +53,8 @@ def test_core_reproduces_vectors(case: dict[str, Any]) -> None:
     policies = [policy_from_spec(t) for t in case["tiers"]]
     states = [INITIAL[t["kind"]] for t in case["tiers"]]
     for i, step in enumerate(case["steps"]):
-        combined, tiers, states = decide_tiers(list(zip(policies, states, strict=True)), step["now_us"], step["cost"])
+        combined, tiers, states = decide_tiers(
+            list(zip(policies, states, strict=True)), step["now_us"], step["cost"]
+        )
         assert as_dict(combined) == step["decision"], f"step {i}"
         assert [as_dict(d) for d in tiers] == step["tiers"], f"step {i}"

@@ -41,8 +41,11 @@ def worker_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wrangler.toml pointing at a fresh build of the Worker (what the host runs)."""
     directory = tmp_path_factory.mktemp("worker")
     out = directory / "worker"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_worker.py"), "--out", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_worker.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return write_config(directory, out / "entry.py")
 
 

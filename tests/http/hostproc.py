@@ -38,8 +38,18 @@ class HostProcess:
         return Path(self._log.name).read_text(errors="replace")
 
     def start(self, timeout: float = 60.0) -> str:
-        cmd = [str(NODE), "--experimental-wasm-jspi", str(MAIN), "--port", "0",
-               "--persist", str(self.persist), "--config", str(self.config), *self.extra]
+        cmd = [
+            str(NODE),
+            "--experimental-wasm-jspi",
+            str(MAIN),
+            "--port",
+            "0",
+            "--persist",
+            str(self.persist),
+            "--config",
+            str(self.config),
+            *self.extra,
+        ]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -22,7 +22,9 @@ async def hammer(base_url: str, counter: str, n: int = CONCURRENT) -> tuple[list
         replies = await asyncio.gather(
             *(c.post(f"/do/counter/{counter}/increment", json={"by": 1}) for _ in range(n))
         )
-        assert all(r.status_code == 200 for r in replies), [r.text for r in replies if r.status_code != 200][:3]
+        assert all(r.status_code == 200 for r in replies), [r.text for r in replies if r.status_code != 200][
+            :3
+        ]
         final = (await c.get(f"/do/counter/{counter}")).json()["value"]
     return [r.json()["value"] for r in replies], final
 
@@ -66,7 +68,9 @@ async def test_state_survives_a_restart(start_host: Callable[..., HostProcess], 
 
 async def test_alarm_fires_once(client: httpx.AsyncClient) -> None:
     counter = uuid.uuid4().hex
-    scheduled = (await client.post(f"/do/counter/{counter}/alarm", json={"delay_ms": 1000})).json()["scheduled"]
+    scheduled = (await client.post(f"/do/counter/{counter}/alarm", json={"delay_ms": 1000})).json()[
+        "scheduled"
+    ]
     state = (await client.get(f"/do/counter/{counter}/alarm")).json()
     assert state["fired"] == 0 and state["pending"] == pytest.approx(scheduled)
     deadline = time.monotonic() + 10
@@ -105,19 +109,28 @@ def start_fails(host: HostProcess) -> str:
 
 
 @pytest.mark.host_only
-def test_missing_durable_object_class(start_host: Callable[..., HostProcess], worker_config: Path, tmp_path: Path) -> None:
+def test_missing_durable_object_class(
+    start_host: Callable[..., HostProcess], worker_config: Path, tmp_path: Path
+) -> None:
     _, config = project_copy(tmp_path, worker_config)
-    config.write_text(config.read_text().replace('class_name = "Counter"', 'class_name = "Nope"')
-                      .replace('new_sqlite_classes = ["Counter"]', 'new_sqlite_classes = ["Nope"]'))
+    config.write_text(
+        config.read_text()
+        .replace('class_name = "Counter"', 'class_name = "Nope"')
+        .replace('new_sqlite_classes = ["Counter"]', 'new_sqlite_classes = ["Nope"]')
+    )
     line = start_fails(start_host(config=config))
     assert "missing class" in line and "'Nope'" in line
 
 
 @pytest.mark.host_only
-def test_missing_default_entrypoint(start_host: Callable[..., HostProcess], worker_config: Path, tmp_path: Path) -> None:
+def test_missing_default_entrypoint(
+    start_host: Callable[..., HostProcess], worker_config: Path, tmp_path: Path
+) -> None:
     work, config = project_copy(tmp_path, worker_config)
     entry = work / "worker" / "entry.py"
-    entry.write_text(entry.read_text().replace("class Default(WorkerEntrypoint)", "class Other(WorkerEntrypoint)"))
+    entry.write_text(
+        entry.read_text().replace("class Default(WorkerEntrypoint)", "class Other(WorkerEntrypoint)")
+    )
     assert "'Default'" in start_fails(start_host(config=config))
 
 
@@ -126,14 +139,23 @@ def test_missing_default_entrypoint(start_host: Callable[..., HostProcess], work
     ("edit", "expected"),
     [
         (lambda text: text + "\n[[kv_namespaces]\nbinding = 1\n", "bad config"),
-        (lambda text: text.replace('compatibility_flags = ["python_workers"]', "compatibility_flags = []"), "python_workers"),
-        (lambda text: text.replace('new_sqlite_classes = ["Counter"]', "new_classes = []"), "new_sqlite_classes"),
+        (
+            lambda text: text.replace('compatibility_flags = ["python_workers"]', "compatibility_flags = []"),
+            "python_workers",
+        ),
+        (
+            lambda text: text.replace('new_sqlite_classes = ["Counter"]', "new_classes = []"),
+            "new_sqlite_classes",
+        ),
     ],
     ids=["toml-syntax", "no-python-flag", "no-sqlite-migration"],
 )
 def test_bad_wrangler_toml(
-    start_host: Callable[..., HostProcess], worker_config: Path, tmp_path: Path,
-    edit: Callable[[str], str], expected: str,
+    start_host: Callable[..., HostProcess],
+    worker_config: Path,
+    tmp_path: Path,
+    edit: Callable[[str], str],
+    expected: str,
 ) -> None:
     _, config = project_copy(tmp_path, worker_config)
     config.write_text(edit(config.read_text()))
@@ -146,7 +168,9 @@ def test_missing_config_file(start_host: Callable[..., HostProcess], tmp_path: P
 
 
 @pytest.mark.host_only
-def test_python_exception_at_import(start_host: Callable[..., HostProcess], worker_config: Path, tmp_path: Path) -> None:
+def test_python_exception_at_import(
+    start_host: Callable[..., HostProcess], worker_config: Path, tmp_path: Path
+) -> None:
     work, config = project_copy(tmp_path, worker_config)
     entry = work / "worker" / "entry.py"
     entry.write_text(entry.read_text() + "\nimport no_such_module_here\n")

@@ -73,8 +73,14 @@ async def test_cache_round_trip(client: httpx.AsyncClient, cache: str) -> None:
     key = name()
     miss = assert_problem(await client.get(f"/cache/{key}{cache}"), 404)
     assert miss["cache"] == "MISS"
-    assert (await client.put(f"/cache/{key}{cache}", json={"value": "cached!", "max_age": 60})).status_code == 200
-    assert (await client.get(f"/cache/{key}{cache}")).json() == {"key": key, "value": "cached!", "cache": "HIT"}
+    assert (
+        await client.put(f"/cache/{key}{cache}", json={"value": "cached!", "max_age": 60})
+    ).status_code == 200
+    assert (await client.get(f"/cache/{key}{cache}")).json() == {
+        "key": key,
+        "value": "cached!",
+        "cache": "HIT",
+    }
 
 
 async def test_named_cache_is_separate(client: httpx.AsyncClient) -> None:
@@ -176,7 +182,9 @@ async def test_request_cf_default_and_override(client: httpx.AsyncClient) -> Non
 
 @pytest.mark.host_only
 async def test_test_cf_header_is_stripped_and_client_ip_not_spoofable(client: httpx.AsyncClient) -> None:
-    r = await client.post("/echo", json={}, headers={"X-Edge-Kv-Test-Cf": "{}", "CF-Connecting-IP": "6.6.6.6"})
+    r = await client.post(
+        "/echo", json={}, headers={"X-Edge-Kv-Test-Cf": "{}", "CF-Connecting-IP": "6.6.6.6"}
+    )
     assert r.status_code == 200
     seen = (await client.get("/__cf", headers={"CF-Connecting-IP": "6.6.6.6"})).json()
     assert seen["connecting_ip"] == "127.0.0.1"

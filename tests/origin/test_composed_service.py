@@ -65,9 +65,10 @@ async def test_composed_service(redis_server: RedisServer, pg_dsn: str, table: s
         payments_transport=httpx.ASGITransport(app=upstream),
         idempotency_table=table,
     )
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://origin"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://origin") as client,
+    ):
         alice = {"X-Edge-User": "alice", "Idempotency-Key": "order-1"}
         first = await client.post("/orders", json={"amount": 42}, headers=alice)
         assert first.status_code == 201, first.text
@@ -90,8 +91,9 @@ async def test_composed_service(redis_server: RedisServer, pg_dsn: str, table: s
         started = time.monotonic()
         admitted = 3
         for i in range(60):
-            r = await client.post("/orders", json={"amount": 1},
-                                  headers={"X-Edge-User": "alice", "Idempotency-Key": f"b-{i}"})
+            r = await client.post(
+                "/orders", json={"amount": 1}, headers={"X-Edge-User": "alice", "Idempotency-Key": f"b-{i}"}
+            )
             if r.status_code == 429:
                 break
             assert r.status_code == 201, r.text
@@ -99,14 +101,16 @@ async def test_composed_service(redis_server: RedisServer, pg_dsn: str, table: s
         else:
             pytest.fail("60 requests in a row were admitted under a 10/s limit")
         assert 10 <= admitted <= 10 + 10 * (time.monotonic() - started) + 1
-        refused = await client.post("/orders", json={"amount": 1},
-                                    headers={"X-Edge-User": "alice", "Idempotency-Key": "late"})
+        refused = await client.post(
+            "/orders", json={"amount": 1}, headers={"X-Edge-User": "alice", "Idempotency-Key": "late"}
+        )
         assert refused.status_code == 429
         assert int(refused.headers["Retry-After"]) >= 1
         assert refused.json()["status"] == 429
         assert "late" not in attempts  # refused before the handler or the upstream ran
 
-        bob = await client.post("/orders", json={"amount": 5},
-                                headers={"X-Edge-User": "bob", "Idempotency-Key": "order-1"})
+        bob = await client.post(
+            "/orders", json={"amount": 5}, headers={"X-Edge-User": "bob", "Idempotency-Key": "order-1"}
+        )
         assert bob.status_code == 201  # same key, other principal: no collision
         assert "Idempotent-Replayed" not in bob.headers

@@ -46,13 +46,23 @@ SEC = 1_000_000
 def initial_state(kind: str) -> Any:
     from edge_kv.core.ratelimit import CounterState, WindowState
 
-    return {"token_bucket": 0, "sliding_log": [], "sliding_window_counter": CounterState(),
-            "fixed_window": WindowState()}[kind]
+    return {
+        "token_bucket": 0,
+        "sliding_log": [],
+        "sliding_window_counter": CounterState(),
+        "fixed_window": WindowState(),
+    }[kind]
 
 
 def decision_dict(d: Decision) -> dict[str, Any]:
-    return {"allowed": d.allowed, "limit": d.limit, "remaining": d.remaining,
-            "retry_after_us": d.retry_after_us, "reset_after_us": d.reset_after_us, "policy": d.policy}
+    return {
+        "allowed": d.allowed,
+        "limit": d.limit,
+        "remaining": d.remaining,
+        "retry_after_us": d.retry_after_us,
+        "reset_after_us": d.reset_after_us,
+        "policy": d.policy,
+    }
 
 
 def run_case(name: str, tiers: list[dict[str, Any]], steps: list[tuple[int, int]]) -> dict[str, Any]:
@@ -61,8 +71,14 @@ def run_case(name: str, tiers: list[dict[str, Any]], steps: list[tuple[int, int]
     out = []
     for now_us, cost in steps:
         combined, per_tier, states = decide_tiers(list(zip(policies, states, strict=True)), now_us, cost)
-        out.append({"now_us": now_us, "cost": cost, "decision": decision_dict(combined),
-                    "tiers": [decision_dict(d) for d in per_tier]})
+        out.append(
+            {
+                "now_us": now_us,
+                "cost": cost,
+                "decision": decision_dict(combined),
+                "tiers": [decision_dict(d) for d in per_tier],
+            }
+        )
     return {"name": name, "tiers": tiers, "steps": out}
 
 
@@ -70,7 +86,9 @@ def burst_then_refill(start: int, n: int, gap_us: int, cost: int = 1) -> list[tu
     return [(start + i * gap_us, cost) for i in range(n)]
 
 
-def random_steps(rng: random.Random, start: int, n: int, max_cost: int, scale_us: int) -> list[tuple[int, int]]:
+def random_steps(
+    rng: random.Random, start: int, n: int, max_cost: int, scale_us: int
+) -> list[tuple[int, int]]:
     steps = []
     now = start
     for _ in range(n):
@@ -90,10 +108,18 @@ def random_steps(rng: random.Random, start: int, n: int, max_cost: int, scale_us
 
 def random_spec(rng: random.Random, kind: str, name: str) -> dict[str, Any]:
     if kind == "token_bucket":
-        return {"kind": kind, "name": name, "capacity": rng.randint(1, 20),
-                "refill_rate": rng.choice([0.5, 1, 3, 7, 10, 33.3, 100, 1000])}
-    return {"kind": kind, "name": name, "limit": rng.randint(1, 20),
-            "window_s": rng.choice([0.001, 0.25, 1, 1.5, 7, 60, 3600])}
+        return {
+            "kind": kind,
+            "name": name,
+            "capacity": rng.randint(1, 20),
+            "refill_rate": rng.choice([0.5, 1, 3, 7, 10, 33.3, 100, 1000]),
+        }
+    return {
+        "kind": kind,
+        "name": name,
+        "limit": rng.randint(1, 20),
+        "window_s": rng.choice([0.001, 0.25, 1, 1.5, 7, 60, 3600]),
+    }
 
 
 def build() -> dict[str, Any]:
@@ -103,22 +129,53 @@ def build() -> dict[str, Any]:
     fw = {"kind": "fixed_window", "name": "fixed", "limit": 5, "window_s": 10}
     cases = [
         run_case("token_bucket burst then refill", [tb], burst_then_refill(NOW, 12, 100_000)),
-        run_case("token_bucket cost 3 and peeks", [tb],
-                 [(NOW, 3), (NOW + 1, 3), (NOW + 1, 0), (NOW + 500_000, 3), (NOW + 1_000_000, 3), (NOW + 9 * SEC, 0)]),
+        run_case(
+            "token_bucket cost 3 and peeks",
+            [tb],
+            [
+                (NOW, 3),
+                (NOW + 1, 3),
+                (NOW + 1, 0),
+                (NOW + 500_000, 3),
+                (NOW + 1_000_000, 3),
+                (NOW + 9 * SEC, 0),
+            ],
+        ),
         run_case("token_bucket small epoch", [tb], burst_then_refill(0, 8, 250_000)),
-        run_case("sliding_log fill, refuse, slide", [log],
-                 [*burst_then_refill(NOW, 7, SEC), (NOW + 10 * SEC, 1), (NOW + 10 * SEC + 1, 2), (NOW + 30 * SEC, 5)]),
+        run_case(
+            "sliding_log fill, refuse, slide",
+            [log],
+            [
+                *burst_then_refill(NOW, 7, SEC),
+                (NOW + 10 * SEC, 1),
+                (NOW + 10 * SEC + 1, 2),
+                (NOW + 30 * SEC, 5),
+            ],
+        ),
         run_case("sliding_log same microsecond", [log], [(NOW, 1)] * 7),
-        run_case("sliding_log clock steps back", [log],
-                 [(NOW, 2), (NOW - 3 * SEC, 1), (NOW + 8 * SEC, 2), (NOW + 7 * SEC, 1), (NOW + 12 * SEC, 0)]),
-        run_case("sliding_window_counter across windows", [swc],
-                 burst_then_refill(NOW - NOW % (10 * SEC) + 8 * SEC, 14, SEC // 2)),
-        run_case("fixed_window boundary", [fw],
-                 [*burst_then_refill(NOW - NOW % (10 * SEC) + 9 * SEC, 8, SEC // 4), (NOW + 100 * SEC, 5)]),
-        run_case("tiers 10/s and 20/min all-or-nothing",
-                 [{"kind": "token_bucket", "name": "per-second", "capacity": 10, "refill_rate": 10},
-                  {"kind": "sliding_log", "name": "per-minute", "limit": 20, "window_s": 60}],
-                 burst_then_refill(NOW, 30, 50_000)),
+        run_case(
+            "sliding_log clock steps back",
+            [log],
+            [(NOW, 2), (NOW - 3 * SEC, 1), (NOW + 8 * SEC, 2), (NOW + 7 * SEC, 1), (NOW + 12 * SEC, 0)],
+        ),
+        run_case(
+            "sliding_window_counter across windows",
+            [swc],
+            burst_then_refill(NOW - NOW % (10 * SEC) + 8 * SEC, 14, SEC // 2),
+        ),
+        run_case(
+            "fixed_window boundary",
+            [fw],
+            [*burst_then_refill(NOW - NOW % (10 * SEC) + 9 * SEC, 8, SEC // 4), (NOW + 100 * SEC, 5)],
+        ),
+        run_case(
+            "tiers 10/s and 20/min all-or-nothing",
+            [
+                {"kind": "token_bucket", "name": "per-second", "capacity": 10, "refill_rate": 10},
+                {"kind": "sliding_log", "name": "per-minute", "limit": 20, "window_s": 60},
+            ],
+            burst_then_refill(NOW, 30, 50_000),
+        ),
         run_case("tiers all four", [tb, log, swc, fw], burst_then_refill(NOW, 25, 700_000)),
     ]
     rng = random.Random(20260101)
@@ -129,13 +186,15 @@ def build() -> dict[str, Any]:
             cap = spec.get("capacity", spec.get("limit", 1))
             scale = rng.choice([1_000, 100_000, SEC, 10 * SEC])
             start = rng.choice([NOW, rng.randrange(0, 2**40)])
-            cases.append(run_case(f"random {kind} #{i}", [spec],
-                                  random_steps(rng, start, 40, cap, scale)))
+            cases.append(run_case(f"random {kind} #{i}", [spec], random_steps(rng, start, 40, cap, scale)))
     for i in range(6):
-        specs = [random_spec(rng, kind, f"t{j}") for j, kind in enumerate(rng.sample(kinds, rng.randint(2, 4)))]
+        specs = [
+            random_spec(rng, kind, f"t{j}") for j, kind in enumerate(rng.sample(kinds, rng.randint(2, 4)))
+        ]
         cap = min(s.get("capacity", s.get("limit", 1)) for s in specs)
-        cases.append(run_case(f"random tiers #{i}", specs,
-                              random_steps(rng, NOW, 40, cap, rng.choice([10_000, SEC]))))
+        cases.append(
+            run_case(f"random tiers #{i}", specs, random_steps(rng, NOW, 40, cap, rng.choice([10_000, SEC])))
+        )
     return {"version": 1, "generated_by": "tests/vectors/generate.py", "cases": cases}
 
 
@@ -148,8 +207,9 @@ def render() -> str:
 
     lines = ['{"version":1,"generated_by":' + json.dumps(data["generated_by"]) + ',"cases":[']
     for i, case in enumerate(data["cases"]):
-        lines.append('{"name":' + json.dumps(case["name"]) + ',"tiers":' + compact(case["tiers"])
-                     + ',"steps":[')
+        lines.append(
+            '{"name":' + json.dumps(case["name"]) + ',"tiers":' + compact(case["tiers"]) + ',"steps":['
+        )
         steps = [compact(step) for step in case["steps"]]
         lines.append(",\n".join(steps))
         lines.append("]}" + ("," if i < len(data["cases"]) - 1 else ""))

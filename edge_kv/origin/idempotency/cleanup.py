@@ -21,7 +21,9 @@ from .pg import PgPool
 from .postgres_store import PostgresStore
 
 
-async def run(dsn: str, table: str, messages_table: str | None, messages_ttl_s: float, batch: int) -> dict[str, int]:
+async def run(
+    dsn: str, table: str, messages_table: str | None, messages_ttl_s: float, batch: int
+) -> dict[str, int]:
     async with PgPool(dsn, size=1) as pool:
         deleted = {table: await PostgresStore(pool.connection, table=table).cleanup(batch=batch)}
         if messages_table:

@@ -46,8 +46,14 @@ def _ttl_ms(ttl_s: float) -> int:
 
 
 class RedisDeduplicator:
-    def __init__(self, redis: aioredis.Redis, *, consumer: str = "default", ttl_s: float = 86400,
-                 prefix: str = "edge_kv:dedup:") -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        consumer: str = "default",
+        ttl_s: float = 86400,
+        prefix: str = "edge_kv:dedup:",
+    ) -> None:
         self.redis = redis
         self.ttl_ms = _ttl_ms(ttl_s)
         self.prefix = f"{prefix}{len(consumer)}:{consumer}:"
@@ -106,8 +112,14 @@ class PostgresDeduplicator:
     """Processed-message records in PostgreSQL (``schema.sql`` section ``processed_messages``).
     A record older than ``ttl_s`` no longer counts and is removed by :meth:`cleanup`."""
 
-    def __init__(self, connect: ConnectionFactory, *, consumer: str = "default", ttl_s: float = 7 * 86400,
-                 table: str = "edge_kv_processed_messages") -> None:
+    def __init__(
+        self,
+        connect: ConnectionFactory,
+        *,
+        consumer: str = "default",
+        ttl_s: float = 7 * 86400,
+        table: str = "edge_kv_processed_messages",
+    ) -> None:
         self.connect = connect
         self.consumer = check_key(consumer)
         self.ttl_ms = _ttl_ms(ttl_s)

@@ -111,7 +111,11 @@ class IdempotencyMiddleware:
         except _Disconnected:
             return
         except _BodyTooLarge:
-            await _send_problem(send, 413, f"request bodies with an idempotency key are limited to {self.max_body_bytes} bytes")
+            await _send_problem(
+                send,
+                413,
+                f"request bodies with an idempotency key are limited to {self.max_body_bytes} bytes",
+            )
             return
         who = (await self._principal(scope)) or ""
         try:
@@ -142,8 +146,9 @@ class IdempotencyMiddleware:
             if self.fail_open:
                 await self.app(scope, _replay_receive(body, receive), send)
                 return
-            await _send_problem(send, 503, "the idempotency store is unavailable; retry later",
-                                [(b"retry-after", b"1")])
+            await _send_problem(
+                send, 503, "the idempotency store is unavailable; retry later", [(b"retry-after", b"1")]
+            )
             return
         except BaseException:
             # The app raised (nothing stored, mark released). Frameworks such as Starlette
@@ -207,7 +212,9 @@ class _Captured:
     response: StoredResponse | None = None
 
 
-async def _capture(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, out: _Captured) -> StoredResponse:
+async def _capture(
+    app: ASGIApp, scope: Scope, body: bytes, receive: Receive, out: _Captured
+) -> StoredResponse:
     status: int | None = None
     headers: list[tuple[str, str]] = []
     chunks: list[bytes] = []
@@ -217,7 +224,10 @@ async def _capture(app: ASGIApp, scope: Scope, body: bytes, receive: Receive, ou
         nonlocal status, complete
         if message["type"] == "http.response.start":
             status = int(message["status"])
-            headers.extend((bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ()))
+            headers.extend(
+                (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                for k, v in message.get("headers", ())
+            )
         elif message["type"] == "http.response.body":
             chunks.append(bytes(message.get("body", b"")))
             if not message.get("more_body", False) and status is not None:
@@ -236,7 +246,9 @@ async def _send_stored(send: Send, response: StoredResponse, extra: list[tuple[s
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
 
-async def _send_problem(send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send_problem(
+    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps(problem(status, detail), separators=(",", ":")).encode("utf-8")
     headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),

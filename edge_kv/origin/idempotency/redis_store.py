@@ -114,7 +114,13 @@ class RedisStore:
         return _record(out[1:]) if int(out[0]) == 1 else None
 
     async def complete(self, key: str, token: str, response: StoredResponse, ttl_ms: int) -> bool:
-        args: list[str | int | bytes] = [token, response.status, encode_headers(response.headers), response.body, ttl_ms]
+        args: list[str | int | bytes] = [
+            token,
+            response.status,
+            encode_headers(response.headers),
+            response.body,
+            ttl_ms,
+        ]
         try:
             return int(await self._complete(keys=[self._k(key)], args=args)) == 1
         except RedisError as exc:
@@ -136,7 +142,13 @@ class RedisStore:
         """Write a done record unconditionally (the layered store's cache fill)."""
         if ttl_ms <= 0:
             return
-        args: list[str | int | bytes] = [fingerprint, response.status, encode_headers(response.headers), response.body, ttl_ms]
+        args: list[str | int | bytes] = [
+            fingerprint,
+            response.status,
+            encode_headers(response.headers),
+            response.body,
+            ttl_ms,
+        ]
         try:
             await self._put_done(keys=[self._k(key)], args=args)
         except RedisError as exc:

@@ -29,6 +29,7 @@ def acquire_reply(reply: int | list[int]) -> tuple[int, int, int]:
     token, pttl, counter = reply
     return int(token), int(pttl), int(counter)
 
+
 # ARGV[1] owner -> 1 deleted, 0 not the owner (nothing changed).
 RELEASE = LuaScript(
     """

@@ -74,14 +74,16 @@ class RedisLock(LeaseLock):
 
     async def _attempt(self, owner: str) -> Attempt:
         started = time.monotonic()
-        token, pttl, _counter = acquire_reply(await run(
-            ACQUIRE,
-            self.redis,
-            [self.key, self.counter_key],
-            [owner, self.ttl_ms],
-            self.op_timeout,
-            f"acquire {self.name!r}",
-        ))
+        token, pttl, _counter = acquire_reply(
+            await run(
+                ACQUIRE,
+                self.redis,
+                [self.key, self.counter_key],
+                [owner, self.ttl_ms],
+                self.op_timeout,
+                f"acquire {self.name!r}",
+            )
+        )
         if not token:
             return Attempt(None, holder_pttl_ms=int(pttl))
         validity = self._validity(self.ttl_ms, time.monotonic() - started)

@@ -98,7 +98,11 @@ class RateLimiter:
         fail_open: bool = False,
         max_key_length: int = MAX_KEY_LENGTH,
     ) -> None:
-        tiers = (policies,) if isinstance(policies, (TokenBucket, SlidingLog, SlidingWindowCounter, FixedWindow)) else tuple(policies)
+        tiers = (
+            (policies,)
+            if isinstance(policies, (TokenBucket, SlidingLog, SlidingWindowCounter, FixedWindow))
+            else tuple(policies)
+        )
         if not tiers:
             raise ValueError("at least one policy is required")
         wires = [_wire(p) for p in tiers]
@@ -107,7 +111,11 @@ class RateLimiter:
             raise ValueError(f"tier names must be distinct, got {names}")
         if not isinstance(prefix, str):
             raise ValueError("prefix must be a str")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < float("inf")
+        ):
             raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         self.redis = redis
         self.policies: tuple[Policy, ...] = tiers
@@ -173,7 +181,5 @@ class RateLimiter:
         if not self.fail_open:
             raise RateLimiterUnavailable(f"rate limiter store unavailable ({reason})") from exc
         log.warning("rate limiter failing open: %s", reason)
-        decisions = tuple(
-            Decision(True, p.limit, p.limit, 0, 0, p.name) for p in self.policies
-        )
+        decisions = tuple(Decision(True, p.limit, p.limit, 0, 0, p.name) for p in self.policies)
         return RateLimitResult(most_restrictive(list(decisions)), decisions, self.policies, 0, degraded=True)

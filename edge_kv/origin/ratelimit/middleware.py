@@ -64,18 +64,21 @@ def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-async def _send_problem(send: Send, status: int, detail: str, headers: list[tuple[str, str]],
-                        instance: str | None) -> None:
+async def _send_problem(
+    send: Send, status: int, detail: str, headers: list[tuple[str, str]], instance: str | None
+) -> None:
     body = problem_json(status, detail, instance=instance).encode("utf-8")
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", CONTENT_TYPE.encode("latin-1")),
-            (b"content-length", str(len(body)).encode("latin-1")),
-            *_encode(headers),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", CONTENT_TYPE.encode("latin-1")),
+                (b"content-length", str(len(body)).encode("latin-1")),
+                *_encode(headers),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -93,8 +96,11 @@ class RateLimitMiddleware:
     ) -> None:
         if not isinstance(limiter, RateLimiter):
             raise ValueError("limiter must be an edge_kv RateLimiter")
-        if isinstance(unavailable_retry_after, bool) or not isinstance(unavailable_retry_after, int) \
-                or unavailable_retry_after < 0:
+        if (
+            isinstance(unavailable_retry_after, bool)
+            or not isinstance(unavailable_retry_after, int)
+            or unavailable_retry_after < 0
+        ):
             raise ValueError("unavailable_retry_after must be an integer number of seconds >= 0")
         self.app = app
         self.limiter = limiter
@@ -119,16 +125,23 @@ class RateLimitMiddleware:
             await _send_problem(send, 400, f"rate-limit key or cost rejected: {exc}", [], instance)
             return
         except RateLimiterUnavailable:
-            await _send_problem(send, 503, "the rate limiter is unavailable; try again shortly",
-                                [("Retry-After", str(self.unavailable_retry_after))], instance)
+            await _send_problem(
+                send,
+                503,
+                "the rate limiter is unavailable; try again shortly",
+                [("Retry-After", str(self.unavailable_retry_after))],
+                instance,
+            )
             return
         headers = result.headers()
         if not result.allowed:
             d = result.decision
             await _send_problem(
-                send, 429,
+                send,
+                429,
                 f"rate limit {d.policy!r} exceeded; retry in {d.retry_after_s} s",
-                headers, instance,
+                headers,
+                instance,
             )
             return
         if not headers:

@@ -60,7 +60,9 @@ class BreakerStore(Protocol):
 
     async def acquire(self, name: str, cfg: BreakerConfig) -> Verdict: ...
 
-    async def record(self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int) -> Verdict: ...
+    async def record(
+        self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int
+    ) -> Verdict: ...
 
     async def force(self, name: str, cfg: BreakerConfig, state: int) -> Verdict: ...
 
@@ -84,7 +86,9 @@ class LocalBreakerStore:
     async def acquire(self, name: str, cfg: BreakerConfig) -> Verdict:
         return policy.acquire(cfg, self._st(name), self._now())
 
-    async def record(self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int) -> Verdict:
+    async def record(
+        self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int
+    ) -> Verdict:
         return policy.record(cfg, self._st(name), self._now(), permit.gen, kind, duration_ms)
 
     async def force(self, name: str, cfg: BreakerConfig, state: int) -> Verdict:
@@ -218,7 +222,9 @@ class CircuitBreaker:
         """Record the outcome of a permitted call that took ``duration`` seconds."""
         duration_ms = self._count(kind, duration)
         if self._local is not None:
-            v = policy.record(self.config, self._local, int(self._store_mono() * 1000), permit.gen, kind, duration_ms)
+            v = policy.record(
+                self.config, self._local, int(self._store_mono() * 1000), permit.gen, kind, duration_ms
+            )
         else:
             v = await self.store.record(self.name, self.config, permit, kind, duration_ms)
         if v.changed >= 0 or v.state != self._last:

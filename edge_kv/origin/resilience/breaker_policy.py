@@ -78,7 +78,11 @@ class BreakerConfig:
             rate = getattr(self, name)
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100:
                 raise ValueError(f"{name} must be a percentage in (0, 100], got {rate!r}")
-        object.__setattr__(self, "slow_ms", 0 if self.slow_call_duration is None else _ms("slow_call_duration", self.slow_call_duration))
+        object.__setattr__(
+            self,
+            "slow_ms",
+            0 if self.slow_call_duration is None else _ms("slow_call_duration", self.slow_call_duration),
+        )
         object.__setattr__(self, "wait_ms", _ms("wait_in_open", self.wait_in_open))
         timeout = self.wait_in_open if self.half_open_timeout is None else self.half_open_timeout
         object.__setattr__(self, "half_open_ms", _ms("half_open_timeout", timeout))

@@ -93,7 +93,9 @@ class RedisBreakerStore:
             return Verdict(True, -1, policy.CLOSED, 0, -1)
         return Verdict(False, -1, policy.OPEN, int(self.redis_retry_after * 1000), -1)
 
-    async def record(self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int) -> Verdict:
+    async def record(
+        self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int
+    ) -> Verdict:
         if permit.shared:
             v = await self._eval(name, cfg, "r", [str(permit.gen), str(kind), str(duration_ms)])
             if v is not None:

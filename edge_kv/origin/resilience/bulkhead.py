@@ -157,7 +157,9 @@ DEFAULT_TIERS: Mapping[str, TierLimits] = {
 class TieredBulkhead:
     """One :class:`Bulkhead` per tier: ``async with tiers("optional"): ...``."""
 
-    def __init__(self, name: str, tiers: Mapping[str, TierLimits] | None = None, *, default_tier: str = "standard"):
+    def __init__(
+        self, name: str, tiers: Mapping[str, TierLimits] | None = None, *, default_tier: str = "standard"
+    ):
         tiers = dict(DEFAULT_TIERS if tiers is None else tiers)
         if not tiers:
             raise ValueError("at least one tier is required")
@@ -166,7 +168,9 @@ class TieredBulkhead:
         self.name = name
         self.default_tier = default_tier
         self.tiers = {
-            tier: Bulkhead(f"{name}:{tier}", t.max_concurrent, max_queue=t.max_queue, queue_timeout=t.queue_timeout)
+            tier: Bulkhead(
+                f"{name}:{tier}", t.max_concurrent, max_queue=t.max_queue, queue_timeout=t.queue_timeout
+            )
             for tier, t in tiers.items()
         }
 

@@ -32,7 +32,9 @@ async def main(kind: str, redis_url: str, dsn: str, table: str, key: str) -> Non
     elif kind == "postgres":
         store = PostgresStore(pool.connection, table=table)
     else:
-        store = LayeredStore(RedisStore(client, prefix="edge_kv:idem-cache:"), PostgresStore(pool.connection, table=table))
+        store = LayeredStore(
+            RedisStore(client, prefix="edge_kv:idem-cache:"), PostgresStore(pool.connection, table=table)
+        )
     svc = IdempotencyService(store, lease_s=1.0)
 
     async def handler() -> StoredResponse:

@@ -21,12 +21,24 @@ CHILD = Path(__file__).with_name("crash_child.py")
 
 @pytest.mark.parametrize("kind", STORE_KINDS)
 async def test_crash_releases_the_mark_within_the_lease(
-    kind: str, make_store: StoreFactory, redis: aioredis.Redis, redis_server: RedisServer, pg_dsn: str, table: str
+    kind: str,
+    make_store: StoreFactory,
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    pg_dsn: str,
+    table: str,
 ) -> None:
     store = await make_store(kind)  # creates the table for the child too
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(CHILD), kind, redis_server.url, pg_dsn, table, "order-42",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        str(CHILD),
+        kind,
+        redis_server.url,
+        pg_dsn,
+        table,
+        "order-42",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     crashed_at = time.monotonic()

@@ -67,7 +67,9 @@ async def test_bad_message_ids(redis: aioredis.Redis, bad: object) -> None:
 
 
 @pytest_asyncio.fixture
-async def ledger(pg_pool: PgPool, pg_schema: str) -> AsyncIterator[tuple[PostgresDeduplicator, sql.Identifier]]:
+async def ledger(
+    pg_pool: PgPool, pg_schema: str
+) -> AsyncIterator[tuple[PostgresDeduplicator, sql.Identifier]]:
     """A de-duplicator plus an ``effects`` table the handlers write to."""
     suffix = uuid.uuid4().hex[:10]
     d = PostgresDeduplicator(pg_pool.connection, table=f"{pg_schema}.msgs_{suffix}", consumer="billing")
@@ -120,9 +122,16 @@ async def test_failure_rolls_back_effect_and_record_then_redelivery_succeeds(
     assert await count(pg_pool, effects) == 0
     assert await d.seen("probe") is False  # the table itself works
     async with pg_pool.connection() as conn:
-        assert await (await conn.execute(
-            sql.SQL("SELECT 1 FROM {} WHERE message_id = 'e1'").format(sql.Identifier(*d.table.split(".")))
-        )).fetchone() is None
+        assert (
+            await (
+                await conn.execute(
+                    sql.SQL("SELECT 1 FROM {} WHERE message_id = 'e1'").format(
+                        sql.Identifier(*d.table.split("."))
+                    )
+                )
+            ).fetchone()
+            is None
+        )
 
     async def succeeding(conn: psycopg.AsyncConnection[Any]) -> int:
         await conn.execute(sql.SQL("INSERT INTO {} VALUES ('e1', 10)").format(effects))
@@ -135,7 +144,9 @@ async def test_failure_rolls_back_effect_and_record_then_redelivery_succeeds(
     assert await count(pg_pool, effects) == 1
 
 
-async def test_pg_seen_ttl_and_cleanup(ledger: tuple[PostgresDeduplicator, sql.Identifier], pg_pool: PgPool) -> None:
+async def test_pg_seen_ttl_and_cleanup(
+    ledger: tuple[PostgresDeduplicator, sql.Identifier], pg_pool: PgPool
+) -> None:
     d, _ = ledger
     short = PostgresDeduplicator(pg_pool.connection, table=d.table, consumer="billing", ttl_s=0.2)
     assert await short.seen("a") is False

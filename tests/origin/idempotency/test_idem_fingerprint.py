@@ -14,7 +14,9 @@ from edge_kv.origin.idempotency import check_idempotency_key, fingerprint, scope
 
 def test_json_bodies_are_canonicalised() -> None:
     a = fingerprint("POST", "/charges", b'{"amount": 10, "currency": "eur"}', "application/json")
-    b = fingerprint("post", "/charges", b'{"currency":"eur",\n "amount":10}', "application/json; charset=utf-8")
+    b = fingerprint(
+        "post", "/charges", b'{"currency":"eur",\n "amount":10}', "application/json; charset=utf-8"
+    )
     assert a == b
     assert a == fingerprint("POST", "/charges", b'{"currency":"eur","amount":10}', "application/problem+json")
 
@@ -33,8 +35,12 @@ def test_non_json_bodies_hash_byte_for_byte() -> None:
     assert a != fingerprint("POST", "/x", b'{"b":2, "a":1}', "text/plain")
     assert a == fingerprint("POST", "/x", b'{"a":1, "b":2}', None)
     # JSON content type but not JSON: falls back to the raw bytes, no exception.
-    assert fingerprint("POST", "/x", b"{nope", "application/json") == fingerprint("POST", "/x", b"{nope", None)
-    assert fingerprint("POST", "/x", b"\xff\xfe", "application/json") != fingerprint("POST", "/x", b"\xff", None)
+    assert fingerprint("POST", "/x", b"{nope", "application/json") == fingerprint(
+        "POST", "/x", b"{nope", None
+    )
+    assert fingerprint("POST", "/x", b"\xff\xfe", "application/json") != fingerprint(
+        "POST", "/x", b"\xff", None
+    )
 
 
 @pytest.mark.parametrize("key", ["a", "550e8400-e29b-41d4-a716-446655440000", "~" * 255, "K!#$%&'*+.^_`|"])
@@ -86,10 +92,14 @@ def _shuffled(value: object, rnd: random.Random) -> object:
 
 @settings(max_examples=200, deadline=None)
 @given(doc=json_values, seed=st.integers(0, 2**32), indent=st.sampled_from([None, 1, 4]))
-def test_json_encodings_of_one_document_share_a_fingerprint(doc: object, seed: int, indent: int | None) -> None:
+def test_json_encodings_of_one_document_share_a_fingerprint(
+    doc: object, seed: int, indent: int | None
+) -> None:
     a = json.dumps(doc).encode()
     b = json.dumps(_shuffled(doc, random.Random(seed)), indent=indent, ensure_ascii=seed % 2 == 0).encode()
-    assert fingerprint("POST", "/p", a, "application/json") == fingerprint("POST", "/p", b, "application/json")
+    assert fingerprint("POST", "/p", a, "application/json") == fingerprint(
+        "POST", "/p", b, "application/json"
+    )
 
 
 @settings(max_examples=200, deadline=None)

@@ -66,12 +66,14 @@ class App:
         return StreamingResponse(gen(), media_type="text/plain")
 
     def starlette(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/charges", self.charge, methods=["POST", "GET"]),
-            Route("/flaky", self.flaky, methods=["POST"]),
-            Route("/crash", self.crash, methods=["POST"]),
-            Route("/stream", self.stream, methods=["POST"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/charges", self.charge, methods=["POST", "GET"]),
+                Route("/flaky", self.flaky, methods=["POST"]),
+                Route("/crash", self.crash, methods=["POST"]),
+                Route("/stream", self.stream, methods=["POST"]),
+            ]
+        )
 
 
 Client = Callable[..., httpx.AsyncClient]
@@ -83,9 +85,13 @@ async def app_and_client(store: IdempotencyStore) -> AsyncIterator[tuple[App, Cl
     clients: list[httpx.AsyncClient] = []
 
     def client(**service_kw: Any) -> httpx.AsyncClient:
-        mw_kw = {k: service_kw.pop(k) for k in ("principal", "max_body_bytes", "fail_open") if k in service_kw}
+        mw_kw = {
+            k: service_kw.pop(k) for k in ("principal", "max_body_bytes", "fail_open") if k in service_kw
+        }
         asgi = IdempotencyMiddleware(app.starlette(), IdempotencyService(store, **service_kw), **mw_kw)
-        c = httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi, raise_app_exceptions=False), base_url="http://t")
+        c = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=asgi, raise_app_exceptions=False), base_url="http://t"
+        )
         clients.append(c)
         return c
 
@@ -105,8 +111,11 @@ async def test_first_runs_repeat_replays(app_and_client: tuple[App, Client]) -> 
     assert r1.status_code == 201 and r1.json() == {"charge": 1, "amount": 10}
     assert "idempotent-replayed" not in r1.headers
     # Same JSON document, other key order and whitespace: still a replay.
-    r2 = await c.post("/charges", content=b'{"currency": "eur",  "amount": 10}',
-                      headers={**key("k1"), "content-type": "application/json"})
+    r2 = await c.post(
+        "/charges",
+        content=b'{"currency": "eur",  "amount": 10}',
+        headers={**key("k1"), "content-type": "application/json"},
+    )
     assert r2.status_code == 201 and r2.content == r1.content
     assert r2.headers["idempotent-replayed"] == "true" and r2.headers["x-n"] == "1"
     assert app.calls["charge"] == 1
@@ -116,7 +125,9 @@ async def test_100_concurrent_requests_through_the_middleware(app_and_client: tu
     app, make = app_and_client
     app.delay = 0.2
     c = make()
-    rs = await asyncio.gather(*(c.post("/charges", json={"amount": 1}, headers=key("burst")) for _ in range(100)))
+    rs = await asyncio.gather(
+        *(c.post("/charges", json={"amount": 1}, headers=key("burst")) for _ in range(100))
+    )
     assert app.calls["charge"] == 1
     codes = sorted({r.status_code for r in rs})
     assert codes in ([201, 409], [201]), codes
@@ -166,7 +177,9 @@ async def test_in_flight_is_409(app_and_client: tuple[App, Client]) -> None:
         ({"Idempotency-Key": "a b"}, "visible ASCII"),
     ],
 )
-async def test_bad_keys_are_400(app_and_client: tuple[App, Client], headers: dict[str, str], detail: str) -> None:
+async def test_bad_keys_are_400(
+    app_and_client: tuple[App, Client], headers: dict[str, str], detail: str
+) -> None:
     app, make = app_and_client
     r = await make().post("/charges", json={"amount": 1}, headers=headers)
     assert r.status_code == 400 and detail in r.json()["detail"]
@@ -176,8 +189,9 @@ async def test_bad_keys_are_400(app_and_client: tuple[App, Client], headers: dic
 
 async def test_repeated_header_is_400(app_and_client: tuple[App, Client]) -> None:
     app, make = app_and_client
-    r = await make().post("/charges", json={"amount": 1},
-                          headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")])
+    r = await make().post(
+        "/charges", json={"amount": 1}, headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    )
     assert r.status_code == 400 and "charge" not in app.calls
 
 
@@ -240,7 +254,9 @@ async def test_async_principal(app_and_client: tuple[App, Client]) -> None:
 
     c = make(principal=who)
     await c.post("/charges", json={"amount": 1}, headers=key("p"))
-    assert (await c.post("/charges", json={"amount": 1}, headers=key("p"))).headers["idempotent-replayed"] == "true"
+    assert (await c.post("/charges", json={"amount": 1}, headers=key("p"))).headers[
+        "idempotent-replayed"
+    ] == "true"
     assert app.calls["charge"] == 1
 
 
@@ -259,7 +275,9 @@ async def test_store_down_fails_closed_or_open(redis_servers: Callable[[int], li
     app = App()
     try:
         for fail_open, expected in ((False, 503), (True, 201)):
-            asgi = IdempotencyMiddleware(app.starlette(), IdempotencyService(RedisStore(client)), fail_open=fail_open)
+            asgi = IdempotencyMiddleware(
+                app.starlette(), IdempotencyService(RedisStore(client)), fail_open=fail_open
+            )
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url="http://t") as c:
                 r = await c.post("/charges", json={"amount": 1}, headers=key("down"))
             assert r.status_code == expected
@@ -280,8 +298,14 @@ async def test_client_gone_before_the_body_arrived_runs_nothing(store: Idempoten
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/charges", "raw_path": b"/charges", "query_string": b"",
-             "headers": [(b"idempotency-key", b"gone"), (b"content-type", b"application/json")]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/charges",
+        "raw_path": b"/charges",
+        "query_string": b"",
+        "headers": [(b"idempotency-key", b"gone"), (b"content-type", b"application/json")],
+    }
     await asgi(scope, receive, send)
     assert sent == [] and "charge" not in app.calls
     # The key was never claimed: a complete retry runs.
@@ -300,8 +324,11 @@ async def test_fastapi_add_middleware(redis: aioredis.Redis) -> None:
         runs.append(1)
         return {"order": len(runs), **order}
 
-    api.add_middleware(IdempotencyMiddleware, service=IdempotencyService(RedisStore(redis)),
-                       principal=header_principal("X-Edge-User"))
+    api.add_middleware(
+        IdempotencyMiddleware,
+        service=IdempotencyService(RedisStore(redis)),
+        principal=header_principal("X-Edge-User"),
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://t") as c:
         h = {**key("fa"), "X-Edge-User": "u1"}
         r1 = await c.post("/orders", json={"sku": "a"}, headers=h)

@@ -91,10 +91,20 @@ async def test_cleanup_removes_expired_rows_only(pg_pool: PgPool, table: str) ->
     assert await pg.cleanup() == 0
     async with pg_pool.connection() as conn:
         schema, name = table.split(".")
-        rows = await (await conn.execute(
-            psycopg.sql.SQL("SELECT key, state FROM {} ORDER BY key").format(psycopg.sql.Identifier(schema, name))
-        )).fetchall()
-    assert rows == [("long0", "done"), ("long1", "done"), ("long2", "done"), ("long3", "done"), ("running", "in_flight")]
+        rows = await (
+            await conn.execute(
+                psycopg.sql.SQL("SELECT key, state FROM {} ORDER BY key").format(
+                    psycopg.sql.Identifier(schema, name)
+                )
+            )
+        ).fetchall()
+    assert rows == [
+        ("long0", "done"),
+        ("long1", "done"),
+        ("long2", "done"),
+        ("long3", "done"),
+        ("running", "in_flight"),
+    ]
     assert (await pg.get("long2")) is not None
 
 
@@ -130,8 +140,15 @@ async def test_cleanup_command(pg_pool: PgPool, table: str, pg_dsn: str) -> None
     assert (await pg.begin("kept", "fp", "t", 60_000)).acquired
     await asyncio.sleep(0.1)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge_kv.origin.idempotency.cleanup", "--dsn", pg_dsn, "--table", table,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "edge_kv.origin.idempotency.cleanup",
+        "--dsn",
+        pg_dsn,
+        "--table",
+        table,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()

@@ -42,7 +42,9 @@ async def test_100_concurrent_requests_execute_once(store: IdempotencyStore) -> 
     fresh = [r for r in results if isinstance(r, Outcome) and not r.replayed]
     assert len(fresh) == 1 and fresh[0].stored
     others = [r for r in results if not (isinstance(r, Outcome) and not r.replayed)]
-    assert all(isinstance(r, InFlight) or (isinstance(r, Outcome) and r.response == OK) for r in others), others
+    assert all(isinstance(r, InFlight) or (isinstance(r, Outcome) and r.response == OK) for r in others), (
+        others
+    )
     assert any(isinstance(r, InFlight) for r in others)
     again = await svc.execute("key-1", "fp", handler)
     assert again.replayed and again.response == OK and handler.calls == 1
@@ -183,7 +185,9 @@ async def test_store_transitions_check_the_owner_token(store: IdempotencyStore) 
 
 async def test_binary_bodies_and_headers_round_trip(store: IdempotencyStore) -> None:
     svc = IdempotencyService(store)
-    resp = StoredResponse(200, (("x-a", "1"), ("set-cookie", "a=1"), ("set-cookie", "b=2")), bytes(range(256)))
+    resp = StoredResponse(
+        200, (("x-a", "1"), ("set-cookie", "a=1"), ("set-cookie", "b=2")), bytes(range(256))
+    )
     await svc.execute("key-b", "fp", Counter(resp))
     assert (await svc.execute("key-b", "fp", Counter())).response == resp
 

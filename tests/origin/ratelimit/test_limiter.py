@@ -13,17 +13,28 @@ from edge_kv.core.ratelimit import FixedWindow, SlidingLog, SlidingWindowCounter
 from edge_kv.origin.ratelimit import LIMIT_SCRIPT, RateLimiter, RateLimiterUnavailable
 from edge_kv.origin.testing import RedisServer
 
-ALL = [TokenBucket(5, 10, name="tb"), SlidingLog(5, 0.5, name="log"),
-       SlidingWindowCounter(5, 0.5, name="swc"), FixedWindow(5, 0.5, name="fw")]
+ALL = [
+    TokenBucket(5, 10, name="tb"),
+    SlidingLog(5, 0.5, name="log"),
+    SlidingWindowCounter(5, 0.5, name="swc"),
+    FixedWindow(5, 0.5, name="fw"),
+]
 
 
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: TokenBucket(0, 1), lambda: TokenBucket(-1, 1), lambda: TokenBucket(1, 0),
-        lambda: TokenBucket(1, -2.5), lambda: TokenBucket(1.5, 1),  # type: ignore[arg-type]
-        lambda: TokenBucket(1, float("nan")), lambda: SlidingLog(0, 1), lambda: SlidingLog(1, 0),
-        lambda: SlidingWindowCounter(5, -1), lambda: FixedWindow(5, 0), lambda: FixedWindow(True, 1),  # type: ignore[arg-type]
+        lambda: TokenBucket(0, 1),
+        lambda: TokenBucket(-1, 1),
+        lambda: TokenBucket(1, 0),
+        lambda: TokenBucket(1, -2.5),
+        lambda: TokenBucket(1.5, 1),  # type: ignore[arg-type]
+        lambda: TokenBucket(1, float("nan")),
+        lambda: SlidingLog(0, 1),
+        lambda: SlidingLog(1, 0),
+        lambda: SlidingWindowCounter(5, -1),
+        lambda: FixedWindow(5, 0),
+        lambda: FixedWindow(True, 1),  # type: ignore[arg-type]
     ],
 )
 def test_bad_policy_parameters_raise(make: Callable[[], object]) -> None:
@@ -42,12 +53,25 @@ async def test_bad_limiter_arguments_raise(redis: aioredis.Redis) -> None:
 
 @pytest.mark.parametrize(
     ("key", "cost", "now_us"),
-    [("", 1, None), ("k" * 513, 1, None), ("é" * 300, 1, None), (None, 1, None), (b"k", 1, None),
-     ("k", 1.0, None), ("k", "1", None), ("k", -1, None), ("k", 6, None), ("k", True, None),
-     ("k", 1, -1), ("k", 1, 1.5), ("k", 1, 2**53)],
+    [
+        ("", 1, None),
+        ("k" * 513, 1, None),
+        ("é" * 300, 1, None),
+        (None, 1, None),
+        (b"k", 1, None),
+        ("k", 1.0, None),
+        ("k", "1", None),
+        ("k", -1, None),
+        ("k", 6, None),
+        ("k", True, None),
+        ("k", 1, -1),
+        ("k", 1, 1.5),
+        ("k", 1, 2**53),
+    ],
 )
-async def test_bad_call_arguments_write_nothing(redis: aioredis.Redis, key: object, cost: object,
-                                                now_us: object) -> None:
+async def test_bad_call_arguments_write_nothing(
+    redis: aioredis.Redis, key: object, cost: object, now_us: object
+) -> None:
     limiter = RateLimiter(redis, ALL)
     await redis.set("unrelated", "1")
     with pytest.raises(ValueError):
@@ -98,7 +122,9 @@ async def test_reset_forgets_state(redis: aioredis.Redis) -> None:
     assert (await limiter.hit("k")).allowed
 
 
-async def test_script_reloaded_after_server_restart(redis_servers: Callable[[int], list[RedisServer]]) -> None:
+async def test_script_reloaded_after_server_restart(
+    redis_servers: Callable[[int], list[RedisServer]],
+) -> None:
     (server,) = redis_servers(1)
     client = aioredis.Redis.from_url(server.url)
     try:

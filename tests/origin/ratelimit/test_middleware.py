@@ -41,7 +41,9 @@ def client(app: object) -> httpx.AsyncClient:
 
 
 async def test_starlette_429_with_headers_and_problem(redis: aioredis.Redis) -> None:
-    limiter = RateLimiter(redis, [TokenBucket(3, 1, name="per-second"), SlidingLog(100, 3600, name="per-hour")])
+    limiter = RateLimiter(
+        redis, [TokenBucket(3, 1, name="per-second"), SlidingLog(100, 3600, name="per-hour")]
+    )
     async with client(starlette_app(limiter)) as http:
         ok = [await http.get("/") for _ in range(3)]
         refused = await http.get("/")
@@ -76,8 +78,12 @@ async def test_plain_asgi_app_and_key_function(redis: aioredis.Redis) -> None:
 
 async def test_cost_function_and_bad_key(redis: aioredis.Redis) -> None:
     limiter = RateLimiter(redis, TokenBucket(5, 1, name="k"))
-    app = RateLimitMiddleware(plain_app, limiter, key_func=header_key("x-api-key", fallback=None),
-                              cost_func=lambda scope: 5 if scope["method"] == "POST" else 1)
+    app = RateLimitMiddleware(
+        plain_app,
+        limiter,
+        key_func=header_key("x-api-key", fallback=None),
+        cost_func=lambda scope: 5 if scope["method"] == "POST" else 1,
+    )
     async with client(app) as http:
         assert (await http.post("/", headers={"x-api-key": "a"})).status_code == 200
         assert (await http.get("/", headers={"x-api-key": "a"})).status_code == 429

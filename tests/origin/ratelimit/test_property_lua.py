@@ -65,8 +65,12 @@ def steps(draw: st.DrawFn, cap: int) -> list[tuple[int, int]]:
     return out
 
 
-INITIAL: dict[type[Any], Any] = {TokenBucket: 0, SlidingLog: [], SlidingWindowCounter: CounterState(),
-                                 FixedWindow: WindowState()}
+INITIAL: dict[type[Any], Any] = {
+    TokenBucket: 0,
+    SlidingLog: [],
+    SlidingWindowCounter: CounterState(),
+    FixedWindow: WindowState(),
+}
 
 
 async def check_agreement(redis: aioredis.Redis, policies: list[Policy], data: st.DataObject) -> None:
@@ -83,13 +87,18 @@ async def check_agreement(redis: aioredis.Redis, policies: list[Policy], data: s
         assert got.now_us == now_us
 
 
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @SETTINGS
 @given(policies=tiers(("tb",)), data=st.data())
-async def test_token_bucket_agrees(redis: aioredis.Redis, policies: list[Policy], data: st.DataObject) -> None:
+async def test_token_bucket_agrees(
+    redis: aioredis.Redis, policies: list[Policy], data: st.DataObject
+) -> None:
     await check_agreement(redis, policies, data)
 
 
@@ -101,13 +110,17 @@ async def test_sliding_log_agrees(redis: aioredis.Redis, policies: list[Policy],
 
 @SETTINGS
 @given(policies=tiers(("swc",)), data=st.data())
-async def test_sliding_window_counter_agrees(redis: aioredis.Redis, policies: list[Policy], data: st.DataObject) -> None:
+async def test_sliding_window_counter_agrees(
+    redis: aioredis.Redis, policies: list[Policy], data: st.DataObject
+) -> None:
     await check_agreement(redis, policies, data)
 
 
 @SETTINGS
 @given(policies=tiers(("fw",)), data=st.data())
-async def test_fixed_window_agrees(redis: aioredis.Redis, policies: list[Policy], data: st.DataObject) -> None:
+async def test_fixed_window_agrees(
+    redis: aioredis.Redis, policies: list[Policy], data: st.DataObject
+) -> None:
     await check_agreement(redis, policies, data)
 
 

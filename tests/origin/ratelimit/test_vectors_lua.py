@@ -17,8 +17,14 @@ DATA: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))
 
 
 def as_dict(d: Any) -> dict[str, Any]:
-    return {"allowed": d.allowed, "limit": d.limit, "remaining": d.remaining,
-            "retry_after_us": d.retry_after_us, "reset_after_us": d.reset_after_us, "policy": d.policy}
+    return {
+        "allowed": d.allowed,
+        "limit": d.limit,
+        "remaining": d.remaining,
+        "retry_after_us": d.retry_after_us,
+        "reset_after_us": d.reset_after_us,
+        "policy": d.policy,
+    }
 
 
 @pytest.mark.parametrize("case", DATA["cases"], ids=[c["name"] for c in DATA["cases"]])

@@ -41,7 +41,9 @@ class Dep:
 
 def make(cfg: BreakerConfig, clock: FakeClock) -> tuple[CircuitBreaker, list[tuple[str, str]]]:
     changes: list[tuple[str, str]] = []
-    b = CircuitBreaker("dep", cfg, clock=clock, on_state_change=lambda _n, old, new: changes.append((old, new)))
+    b = CircuitBreaker(
+        "dep", cfg, clock=clock, on_state_change=lambda _n, old, new: changes.append((old, new))
+    )
     return b, changes
 
 
@@ -57,7 +59,9 @@ async def run(b: CircuitBreaker, fn: object, *args: object) -> str:
 async def test_scripted_failure_sequence_walks_every_transition() -> None:
     clock = FakeClock()
     dep = Dep(clock)
-    cfg = BreakerConfig(window_size=4, minimum_calls=4, failure_rate_threshold=50, wait_in_open=10, half_open_probes=2)
+    cfg = BreakerConfig(
+        window_size=4, minimum_calls=4, failure_rate_threshold=50, wait_in_open=10, half_open_probes=2
+    )
     b, changes = make(cfg, clock)
 
     assert [await run(b, f) for f in (dep.ok, dep.fail, dep.ok)] == ["ok", "failed", "ok"]
@@ -101,8 +105,13 @@ async def test_slow_calls_open_the_circuit_even_when_they_succeed() -> None:
     clock = FakeClock()
     dep = Dep(clock)
     cfg = BreakerConfig(
-        window_size=4, minimum_calls=4, failure_rate_threshold=100, slow_call_duration=1.0,
-        slow_call_rate_threshold=50, wait_in_open=5, half_open_probes=1,
+        window_size=4,
+        minimum_calls=4,
+        failure_rate_threshold=100,
+        slow_call_duration=1.0,
+        slow_call_rate_threshold=50,
+        wait_in_open=5,
+        half_open_probes=1,
     )
     b, changes = make(cfg, clock)
     assert await run(b, dep.slow, 0.999) == "slow"  # just under the threshold: not slow
@@ -146,7 +155,9 @@ async def test_count_window_forgets_old_calls() -> None:
 async def test_time_window_counts_only_recent_seconds() -> None:
     clock = FakeClock(start=100.0)
     dep = Dep(clock)
-    b, _ = make(BreakerConfig(window="time", window_size=10, minimum_calls=3, failure_rate_threshold=60), clock)
+    b, _ = make(
+        BreakerConfig(window="time", window_size=10, minimum_calls=3, failure_rate_threshold=60), clock
+    )
     await run(b, dep.fail)  # t=100
     clock.advance(5)
     await run(b, dep.fail)  # t=105
@@ -239,7 +250,9 @@ async def test_exception_classification_is_configurable() -> None:
         pass
 
     cfg = BreakerConfig(window_size=2, minimum_calls=2, failure_rate_threshold=50)
-    b = CircuitBreaker("c", cfg, clock=clock, failure_exceptions=(ConnectionError,), ignore_exceptions=(KeyError,))
+    b = CircuitBreaker(
+        "c", cfg, clock=clock, failure_exceptions=(ConnectionError,), ignore_exceptions=(KeyError,)
+    )
 
     async def raise_(exc: BaseException) -> None:
         raise exc

@@ -13,12 +13,35 @@ from edge_kv.origin.resilience.breaker_policy import BreakerConfig
 from edge_kv.origin.resilience.breaker_redis import LUA
 
 CONFIGS = [
-    BreakerConfig(window="count", window_size=5, minimum_calls=3, failure_rate_threshold=50,
-                  slow_call_duration=0.05, slow_call_rate_threshold=60, wait_in_open=0.2, half_open_probes=2),
-    BreakerConfig(window="count", window_size=3, minimum_calls=10, failure_rate_threshold=33.4,
-                  wait_in_open=0.1, half_open_probes=1, half_open_timeout=0.3),
-    BreakerConfig(window="time", window_size=3, minimum_calls=2, failure_rate_threshold=66.7,
-                  slow_call_duration=0.1, slow_call_rate_threshold=50, wait_in_open=1.5, half_open_probes=3),
+    BreakerConfig(
+        window="count",
+        window_size=5,
+        minimum_calls=3,
+        failure_rate_threshold=50,
+        slow_call_duration=0.05,
+        slow_call_rate_threshold=60,
+        wait_in_open=0.2,
+        half_open_probes=2,
+    ),
+    BreakerConfig(
+        window="count",
+        window_size=3,
+        minimum_calls=10,
+        failure_rate_threshold=33.4,
+        wait_in_open=0.1,
+        half_open_probes=1,
+        half_open_timeout=0.3,
+    ),
+    BreakerConfig(
+        window="time",
+        window_size=3,
+        minimum_calls=2,
+        failure_rate_threshold=66.7,
+        slow_call_duration=0.1,
+        slow_call_rate_threshold=50,
+        wait_in_open=1.5,
+        half_open_probes=3,
+    ),
 ]
 
 
@@ -50,7 +73,9 @@ async def test_lua_mirrors_python_on_random_sequences(redis: aioredis.Redis, cfg
                 kind = rng.choice((0, 0, 1, 1, 2))
                 dur = rng.choice((0, 30, 50, 99, 100, 250))
                 expected = policy.record(cfg, st, now, gen, kind, dur)
-                raw = await script(keys=[key], args=["r", str(now), ttl, *cfg.lua_args(), str(gen), str(kind), str(dur)])
+                raw = await script(
+                    keys=[key], args=["r", str(now), ttl, *cfg.lua_args(), str(gen), str(kind), str(dur)]
+                )
             else:
                 new = rng.choice((policy.CLOSED, policy.OPEN))
                 expected = policy.force(st, new, now)

@@ -15,7 +15,9 @@ from edge_kv.origin.resilience import BreakerConfig, CircuitBreaker, CircuitOpen
 from edge_kv.origin.resilience.breaker_redis import RedisBreakerStore
 from edge_kv.origin.testing import RedisServer
 
-CFG = BreakerConfig(window_size=4, minimum_calls=4, failure_rate_threshold=50, wait_in_open=5, half_open_probes=3)
+CFG = BreakerConfig(
+    window_size=4, minimum_calls=4, failure_rate_threshold=50, wait_in_open=5, half_open_probes=3
+)
 
 
 async def ok() -> str:
@@ -26,10 +28,14 @@ async def fail() -> str:
     raise ConnectionError("down")
 
 
-def replica(url: str, clock: FakeClock, changes: list[tuple[str, str]], **kw: object) -> tuple[CircuitBreaker, RedisBreakerStore, aioredis.Redis]:
+def replica(
+    url: str, clock: FakeClock, changes: list[tuple[str, str]], **kw: object
+) -> tuple[CircuitBreaker, RedisBreakerStore, aioredis.Redis]:
     client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5)
     store = RedisBreakerStore(client, use_server_time=False, clock=clock, **kw)  # type: ignore[arg-type]
-    b = CircuitBreaker("payments", CFG, store=store, clock=clock, on_state_change=lambda _n, o, n: changes.append((o, n)))
+    b = CircuitBreaker(
+        "payments", CFG, store=store, clock=clock, on_state_change=lambda _n, o, n: changes.append((o, n))
+    )
     return b, store, client
 
 
@@ -84,7 +90,9 @@ async def test_two_replicas_share_one_state(redis: aioredis.Redis, redis_server:
         await cb.aclose()
 
 
-async def test_server_time_mode_opens_and_half_opens_for_everyone(redis: aioredis.Redis, redis_server: RedisServer) -> None:
+async def test_server_time_mode_opens_and_half_opens_for_everyone(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
     cfg = BreakerConfig(window_size=2, minimum_calls=2, wait_in_open=0.3, half_open_probes=1)
     clients = [aioredis.Redis.from_url(redis_server.url) for _ in range(2)]
     a, b = (CircuitBreaker("srv", cfg, store=RedisBreakerStore(c)) for c in clients)
@@ -103,7 +111,9 @@ async def test_server_time_mode_opens_and_half_opens_for_everyone(redis: aioredi
             await c.aclose()
 
 
-async def test_killed_redis_falls_back_to_local_in_bounded_time(redis_servers: Callable[[int], list[RedisServer]]) -> None:
+async def test_killed_redis_falls_back_to_local_in_bounded_time(
+    redis_servers: Callable[[int], list[RedisServer]],
+) -> None:
     (server,) = redis_servers(1)
     clock = FakeClock()
     changes: list[tuple[str, str]] = []

@@ -125,7 +125,9 @@ async def test_fifo_hand_off_and_cancelled_waiter() -> None:
 
 
 async def test_tiers_are_isolated() -> None:
-    tiers = TieredBulkhead("api", {"critical": TierLimits(2, max_queue=2), "optional": TierLimits(1)}, default_tier="critical")
+    tiers = TieredBulkhead(
+        "api", {"critical": TierLimits(2, max_queue=2), "optional": TierLimits(1)}, default_tier="critical"
+    )
     gate = asyncio.Event()
 
     async def hold() -> None:
@@ -170,7 +172,11 @@ async def test_full_bulkhead_is_not_a_dependency_failure_nor_retried() -> None:
 
 
 def test_validation() -> None:
-    for kwargs in ({"max_concurrent": 0}, {"max_concurrent": 1, "max_queue": -1}, {"max_concurrent": 1, "queue_timeout": 0}):
+    for kwargs in (
+        {"max_concurrent": 0},
+        {"max_concurrent": 1, "max_queue": -1},
+        {"max_concurrent": 1, "queue_timeout": 0},
+    ):
         with pytest.raises(ValueError):
             Bulkhead("x", **kwargs)
 

@@ -60,7 +60,9 @@ async def test_never_retries_client_errors(status: int) -> None:
     assert policy.metrics.not_retryable == 1
 
 
-@pytest.mark.parametrize("exc", [ValueError("bad"), CircuitOpenError("b", "open", 3.0), BulkheadFull("x", 1, 0)])
+@pytest.mark.parametrize(
+    "exc", [ValueError("bad"), CircuitOpenError("b", "open", 3.0), BulkheadFull("x", 1, 0)]
+)
 async def test_never_retries_unknown_errors_open_breaker_or_full_bulkhead(exc: Exception) -> None:
     clock = FakeClock()
     dep = Flaky(exc)
@@ -71,7 +73,9 @@ async def test_never_retries_unknown_errors_open_breaker_or_full_bulkhead(exc: E
 
 async def test_retry_around_breaker_gives_up_at_once_when_it_opens() -> None:
     clock = FakeClock()
-    breaker = CircuitBreaker("dep", BreakerConfig(window_size=2, minimum_calls=2, wait_in_open=30), clock=clock)
+    breaker = CircuitBreaker(
+        "dep", BreakerConfig(window_size=2, minimum_calls=2, wait_in_open=30), clock=clock
+    )
     retry = RetryPolicy(max_attempts=10, clock=clock, backoff=Exponential(0.1, 1))
     dep = Flaky(*[ConnectionError() for _ in range(20)])
     stack = Resilience(retry=retry, breaker=breaker)
@@ -87,7 +91,13 @@ async def test_retry_around_breaker_gives_up_at_once_when_it_opens() -> None:
 async def test_attempts_and_full_jitter_delays_stay_in_bounds() -> None:
     for seed in range(20):
         clock = FakeClock()
-        policy = RetryPolicy(max_attempts=6, max_total=None, backoff=FullJitter(base=0.1, cap=1.0), clock=clock, rng=random.Random(seed))
+        policy = RetryPolicy(
+            max_attempts=6,
+            max_total=None,
+            backoff=FullJitter(base=0.1, cap=1.0),
+            clock=clock,
+            rng=random.Random(seed),
+        )
         dep = Flaky(*[ConnectionError() for _ in range(10)])
         with pytest.raises(ConnectionError):
             await policy.call(dep)
@@ -100,7 +110,13 @@ async def test_attempts_and_full_jitter_delays_stay_in_bounds() -> None:
 
 async def test_decorrelated_jitter_bounds() -> None:
     clock = FakeClock()
-    policy = RetryPolicy(max_attempts=30, max_total=None, backoff=DecorrelatedJitter(base=0.05, cap=2.0), clock=clock, rng=random.Random(7))
+    policy = RetryPolicy(
+        max_attempts=30,
+        max_total=None,
+        backoff=DecorrelatedJitter(base=0.05, cap=2.0),
+        clock=clock,
+        rng=random.Random(7),
+    )
     with pytest.raises(ConnectionError):
         await policy.call(Flaky(*[ConnectionError() for _ in range(40)]))
     prev = 0.05
@@ -169,7 +185,9 @@ async def test_result_based_retry_returns_last_result_and_discards_the_others() 
     from edge_kv.origin.resilience.retry import classify_status
 
     policy = RetryPolicy(
-        max_attempts=3, clock=clock, discard_result=discard,
+        max_attempts=3,
+        clock=clock,
+        discard_result=discard,
         classify_result=lambda status, now: classify_status(status, None, now=now),
     )
     statuses = iter([503, 502, 504])
@@ -184,7 +202,9 @@ async def test_result_based_retry_returns_last_result_and_discards_the_others() 
 async def test_budget_caps_retries_under_an_always_failing_dependency() -> None:
     clock = FakeClock()
     budget = RetryBudget(0.1, initial_retries=10, clock=clock)
-    policy = RetryPolicy(max_attempts=3, max_total=None, budget=budget, backoff=Exponential(0.001, 0.001), clock=clock)
+    policy = RetryPolicy(
+        max_attempts=3, max_total=None, budget=budget, backoff=Exponential(0.001, 0.001), clock=clock
+    )
     calls = 0
 
     async def always_fails() -> None:

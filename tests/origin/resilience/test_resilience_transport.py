@@ -143,7 +143,9 @@ async def test_post_with_idempotency_key_is_retried_with_its_body(server: tuple[
         yield b" 5}"
 
     async with client:
-        r = await client.post("/flaky/post2?fail=2&status=503", content=body(), headers={"Idempotency-Key": "k-1"})
+        r = await client.post(
+            "/flaky/post2?fail=2&status=503", content=body(), headers={"Idempotency-Key": "k-1"}
+        )
     assert r.status_code == 200 and app.hits["/flaky/post2"] == 3
     assert r.json()["body"] == '{"amount": 5}'  # the streamed body was replayed intact on the retry
 
@@ -170,8 +172,12 @@ async def test_connection_errors_are_retried_then_raised() -> None:
 async def test_breaker_opens_after_threshold_and_closes_after_recovery(server: tuple[str, FlakyApp]) -> None:
     base, app = server
     changes: list[tuple[str, str, str]] = []
-    cfg = BreakerConfig(window_size=4, minimum_calls=4, failure_rate_threshold=50, wait_in_open=5, half_open_probes=1)
-    client, transport, clock = client_for(base, breaker_config=cfg, on_state_change=lambda *c: changes.append(c))
+    cfg = BreakerConfig(
+        window_size=4, minimum_calls=4, failure_rate_threshold=50, wait_in_open=5, half_open_probes=1
+    )
+    client, transport, clock = client_for(
+        base, breaker_config=cfg, on_state_change=lambda *c: changes.append(c)
+    )
     app.healthy = False
     before = app.hits["/health"]
     async with client:
@@ -195,7 +201,9 @@ async def test_breaker_opens_after_threshold_and_closes_after_recovery(server: t
     assert [c[1:] for c in changes] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
 
 
-async def test_bulkhead_caps_concurrent_requests_until_bodies_are_closed(server: tuple[str, FlakyApp]) -> None:
+async def test_bulkhead_caps_concurrent_requests_until_bodies_are_closed(
+    server: tuple[str, FlakyApp],
+) -> None:
     base, app = server
     bulkhead = Bulkhead("upstream", 2, max_queue=20)
     client, _, _ = client_for(base, bulkhead=bulkhead)
@@ -214,7 +222,9 @@ async def test_bulkhead_caps_concurrent_requests_until_bodies_are_closed(server:
 
 async def test_tier_is_chosen_by_request_extension(server: tuple[str, FlakyApp]) -> None:
     base, _ = server
-    tiers = TieredBulkhead("up", {"critical": TierLimits(2), "optional": TierLimits(1)}, default_tier="critical")
+    tiers = TieredBulkhead(
+        "up", {"critical": TierLimits(2), "optional": TierLimits(1)}, default_tier="critical"
+    )
     client, _, _ = client_for(base, bulkhead=tiers)
     async with client, client.stream("GET", "/slow?ms=1", extensions={"edge_kv_tier": "optional"}) as held:
         with pytest.raises(BulkheadFull):
