@@ -23,7 +23,7 @@ from typing import Any
 
 from workers import DurableObject
 
-from edge_kv.core.lease import NotOwner
+from edge_kv.core.errors import LockNotOwned
 from edge_kv.edge.http import HttpError, RouteContext, Router, json_response, read_json_object
 from edge_kv.edge.locks.client import DEFAULT_POLL_MS, EdgeLock, LockBusy, check_resource, new_owner
 from edge_kv.edge.locks.client import object_name as lock_object_name
@@ -144,7 +144,7 @@ def register(router: Router) -> None:
         owner = _checked(check_owner, body.get("owner"))
         try:
             lease = await EdgeLock(rc.env.LOCKS, resource, ttl_ms=ttl, owner=owner).extend()
-        except NotOwner as exc:
+        except LockNotOwned as exc:
             raise HttpError(409, str(exc), resource=resource) from None
         return json_response(
             {"resource": resource, "owner": owner, "token": lease.token, "expires_at_ms": lease.expires_at_ms}
@@ -158,7 +158,7 @@ def register(router: Router) -> None:
         owner = _checked(check_owner, body.get("owner"))
         try:
             await EdgeLock(rc.env.LOCKS, resource, owner=owner).release()
-        except NotOwner as exc:
+        except LockNotOwned as exc:
             raise HttpError(409, str(exc), resource=resource) from None
         return json_response({"resource": resource, "released": True})
 

@@ -12,18 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from edge_kv.core.errors import LockNotOwned
 from edge_kv.core.validate import check_positive_int
 
 DEFAULT_DRIFT_FACTOR = 0.01
 DRIFT_FLOOR_MS = 2
-
-
-class LeaseError(Exception):
-    """Base class of lease refusals computed by the core."""
-
-
-class NotOwner(LeaseError):
-    """The caller does not hold the lease it tried to extend or release."""
 
 
 def quorum(n: int) -> int:
@@ -101,7 +94,7 @@ class LeaseState:
         check_positive_int("ttl_ms", ttl_ms)
         current = self.holder(now_ms)
         if current is None or current.owner != owner:
-            raise NotOwner("lease is not held by this owner (expired, released or never acquired)")
+            raise LockNotOwned("lease is not held by this owner (expired, released or never acquired)")
         lease = replace(current, expires_at_ms=now_ms + ttl_ms)
         return lease, replace(self, lease=lease)
 
@@ -109,5 +102,5 @@ class LeaseState:
         """Free the resource; only the live owner may."""
         current = self.holder(now_ms)
         if current is None or current.owner != owner:
-            raise NotOwner("lease is not held by this owner (expired, released or never acquired)")
+            raise LockNotOwned("lease is not held by this owner (expired, released or never acquired)")
         return replace(self, lease=None)

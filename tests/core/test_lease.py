@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_kv.core.errors import LockError, LockNotOwned
 from edge_kv.core.lease import (
     DRIFT_FLOOR_MS,
     Lease,
-    LeaseError,
     LeaseState,
-    NotOwner,
     drift_ms,
     fencing_accepts,
     quorum,
@@ -173,14 +172,14 @@ def test_extend_by_owner_moves_expiry_keeps_token() -> None:
 )
 def test_extend_refused_unless_live_owner(who: str, at: int) -> None:
     _, state = LeaseState().acquire("alice", 1_000, 0)
-    with pytest.raises(NotOwner):
+    with pytest.raises(LockNotOwned):
         state.extend(who, 1_000, at)
 
 
 def test_extend_and_release_on_never_acquired_resource() -> None:
-    with pytest.raises(NotOwner):
+    with pytest.raises(LockNotOwned):
         LeaseState().extend("alice", 1_000, 0)
-    with pytest.raises(NotOwner):
+    with pytest.raises(LockNotOwned):
         LeaseState().release("alice", 0)
 
 
@@ -197,21 +196,21 @@ def test_release_frees_and_keeps_last_token() -> None:
 @pytest.mark.parametrize(("who", "at"), [("bob", 10), ("alice", 1_000)], ids=["wrong-owner", "expired"])
 def test_release_refused_unless_live_owner(who: str, at: int) -> None:
     _, state = LeaseState().acquire("alice", 1_000, 0)
-    with pytest.raises(NotOwner):
+    with pytest.raises(LockNotOwned):
         state.release(who, at)
 
 
 def test_double_release_is_refused() -> None:
     _, state = LeaseState().acquire("alice", 1_000, 0)
     state = state.release("alice", 1)
-    with pytest.raises(NotOwner):
+    with pytest.raises(LockNotOwned):
         state.release("alice", 2)
 
 
 def test_not_owner_is_a_lease_error() -> None:
-    assert issubclass(NotOwner, LeaseError)
-    assert issubclass(LeaseError, Exception)
-    assert not issubclass(NotOwner, ValueError)  # bad input and lost ownership stay distinguishable
+    assert issubclass(LockNotOwned, LockError)
+    assert issubclass(LockError, Exception)
+    assert not issubclass(LockNotOwned, ValueError)  # bad input and lost ownership stay distinguishable
 
 
 @pytest.mark.parametrize("ttl", [0, -1, True, 1.5, "10", None])
@@ -269,14 +268,14 @@ def test_tokens_strictly_increase_and_one_holder_at_a_time(
                 assert lease.token == granted[-1]
                 model_expiry = now + ttl
             else:
-                with pytest.raises(NotOwner):
+                with pytest.raises(LockNotOwned):
                     state.extend(owner, ttl, now)
         else:
             if live == owner:
                 state = state.release(owner, now)
                 model_owner = None
             else:
-                with pytest.raises(NotOwner):
+                with pytest.raises(LockNotOwned):
                     state.release(owner, now)
         assert state.last_token >= before
         if state.lease is not None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_kv.core.lease import NotOwner
+from edge_kv.core.errors import LockNotOwned
 from edge_kv.edge.locks.state import LockLimits, LockRecord, check_owner
 
 L = LockLimits(max_ttl_ms=10_000, max_wait_ms=5_000, max_waiters=3, poll_grace_ms=1_000)
@@ -23,9 +23,9 @@ def test_acquire_extend_release_and_tokens() -> None:
     assert res.lease is None and res.position is None and res.holder_expires_at_ms == 1000
     lease, r2 = r1.extend(A, 2000, 500, L)
     assert lease.expires_at_ms == 2500 and lease.token == 1
-    with pytest.raises(NotOwner):
+    with pytest.raises(LockNotOwned):
         r2.extend(B, 2000, 600, L)
-    with pytest.raises(NotOwner):
+    with pytest.raises(LockNotOwned):
         r2.release(B, 600)
     r3 = r2.release(A, 600)
     res, r4 = r3.acquire(B, 1000, 700, L)
@@ -33,7 +33,7 @@ def test_acquire_extend_release_and_tokens() -> None:
     # Expired lease: free for the next acquirer, token still grows; the old owner is out.
     res, r5 = r4.acquire(C, 1000, 1700, L)
     assert res.lease is not None and res.lease.token == 3
-    with pytest.raises(NotOwner):
+    with pytest.raises(LockNotOwned):
         r5.release(B, 1701)
 
 
@@ -150,10 +150,10 @@ def test_tokens_strictly_increase_and_one_holder(ops: list[tuple[str, str, int, 
             try:
                 lease, r = r.extend(owner, ttl, now, L)
                 assert lease.token == last
-            except NotOwner:
+            except LockNotOwned:
                 pass
         elif op == "rel":
-            with contextlib.suppress(NotOwner):
+            with contextlib.suppress(LockNotOwned):
                 r = r.release(owner, now)
         else:
             r = r.expire(now, L)

@@ -22,7 +22,8 @@ import time
 from types import TracebackType
 from typing import Any
 
-from edge_kv.core.lease import Lease, NotOwner
+from edge_kv.core.errors import LockNotOwned
+from edge_kv.core.lease import Lease
 from edge_kv.core.validate import check_key, check_positive_int
 
 MAX_RESOURCE_BYTES = 256
@@ -95,20 +96,20 @@ class EdgeLock:
             await asyncio.sleep(min(self.poll_ms, remaining) / 1000)
 
     async def extend(self, ttl_ms: int | None = None) -> Lease:
-        """Push the expiry to now + ``ttl_ms``; :class:`NotOwner` if the lease was lost."""
+        """Push the expiry to now + ``ttl_ms``; :class:`LockNotOwned` if the lease was lost."""
         reply = json.loads(await self._stub().extend(self.owner, ttl_ms or self.ttl_ms))
         if not reply["ok"]:
             self.lease = None
-            raise NotOwner(reply["detail"])
+            raise LockNotOwned(reply["detail"])
         self.lease = Lease(reply["owner"], reply["token"], reply["expires_at_ms"])
         return self.lease
 
     async def release(self) -> None:
-        """Release; :class:`NotOwner` if the lease already expired or was taken over."""
+        """Release; :class:`LockNotOwned` if the lease already expired or was taken over."""
         reply = json.loads(await self._stub().release(self.owner))
         self.lease = None
         if not reply["ok"]:
-            raise NotOwner(reply["detail"])
+            raise LockNotOwned(reply["detail"])
 
     async def __aenter__(self) -> Lease:
         return await self.acquire()

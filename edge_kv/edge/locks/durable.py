@@ -22,7 +22,8 @@ import json
 import time
 from typing import Any
 
-from edge_kv.core.lease import Lease, NotOwner
+from edge_kv.core.errors import LockNotOwned
+from edge_kv.core.lease import Lease
 from edge_kv.edge.locks.state import LockLimits, LockRecord
 from edge_kv.edge.ratelimit.sql import sql_exec, sql_rows
 
@@ -113,7 +114,7 @@ class LockObject:
         record = await self.load()
         try:
             lease, after = record.extend(owner, ttl_ms, now_ms(), self.limits)
-        except NotOwner as exc:
+        except LockNotOwned as exc:
             return _reply({"ok": False, "error": "not_owner", "detail": str(exc)})
         await self.save(record, after)
         return _reply({"ok": True, **lease_json(lease)})
@@ -122,7 +123,7 @@ class LockObject:
         record = await self.load()
         try:
             after = record.release(owner, now_ms())
-        except NotOwner as exc:
+        except LockNotOwned as exc:
             return _reply({"ok": False, "error": "not_owner", "detail": str(exc)})
         await self.save(record, after)
         return _reply({"ok": True, "token": record.state.last_token})

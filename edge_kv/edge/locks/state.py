@@ -22,10 +22,11 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edge_kv.core.lease import Lease, LeaseState, NotOwner
+from edge_kv.core.errors import LockNotOwned
+from edge_kv.core.lease import Lease, LeaseState
 from edge_kv.core.validate import check_positive_int
 
-__all__ = ["AcquireResult", "LockLimits", "LockRecord", "NotOwner", "Waiter"]
+__all__ = ["AcquireResult", "LockLimits", "LockNotOwned", "LockRecord", "Waiter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +140,14 @@ class LockRecord:
         return replace(self, waiters=tuple(w for w in self.waiters if w.owner != owner))
 
     def extend(self, owner: str, ttl_ms: int, now_ms: int, limits: LockLimits) -> tuple[Lease, LockRecord]:
-        """Owner-only; raises :class:`NotOwner`. Fencing token unchanged."""
+        """Owner-only; raises :class:`LockNotOwned`. Fencing token unchanged."""
         check_owner(owner)
         limits.check_ttl(ttl_ms)
         lease, state = self.state.extend(owner, ttl_ms, now_ms)
         return lease, replace(self, state=state)
 
     def release(self, owner: str, now_ms: int) -> LockRecord:
-        """Owner-only; raises :class:`NotOwner`."""
+        """Owner-only; raises :class:`LockNotOwned`."""
         check_owner(owner)
         return replace(self, state=self.state.release(owner, now_ms))
 
