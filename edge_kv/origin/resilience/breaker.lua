@@ -1,6 +1,6 @@
 -- Circuit breaker state machine, shared through one Redis hash (KEYS[1]).
--- Mirrors edge_kv/origin/resilience/breaker_policy.py line for line; keep them in step
--- (tests/origin/resilience/test_breaker_lua_mirror.py runs both on random sequences).
+-- Mirrors edge_kv/core/breaker.py line for line; keep them in step
+-- (tests/origin/resilience/test_resilience_breaker_lua_mirror.py runs both on random sequences).
 -- ARGV: op ('a' acquire | 'r' record | 'f' force), now_ms ('' = Redis server TIME),
 --       ttl_ms, then BreakerConfig.lua_args() (9 values), then
 --       record: gen, kind (0 ok, 1 failure, 2 ignored), duration_ms | force: new state.

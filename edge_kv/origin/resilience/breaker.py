@@ -1,6 +1,6 @@
 """Circuit breaker for asyncio code: decorator, ``call`` and an async context manager.
 
-The state machine lives in :mod:`.breaker_policy`; this module measures calls,
+The state machine lives in :mod:`edge_kv.core.breaker`; this module measures calls,
 classifies outcomes, raises :class:`~.errors.CircuitOpenError`, runs fallbacks and
 tells listeners about state changes. Where the state is kept is a :class:`BreakerStore`:
 :class:`LocalBreakerStore` (this process, the default) or
@@ -8,6 +8,9 @@ tells listeners about state changes. Where the state is kept is a :class:`Breake
 
 Listeners fire for transitions this instance makes *and* for ones it observes
 (with a shared store another replica may have opened the circuit).
+
+:func:`circuit_breaker` is the quick-start spelling:
+``@circuit_breaker(failure_threshold=5, recovery_timeout=30)``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
-from edge_kv.core.validate import check_key
-from edge_kv.origin.resilience import breaker_policy as policy
-from edge_kv.origin.resilience.breaker_policy import (
+from edge_kv.core import breaker as policy
+from edge_kv.core.breaker import (
     CLOSED,
     FAILURE,
     HALF_OPEN,
@@ -32,9 +34,10 @@ from edge_kv.origin.resilience.breaker_policy import (
     STATE_NAMES,
     SUCCESS,
     BreakerConfig,
-    Verdict,
+    BreakerDecision,
 )
-from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock, SystemClock
+from edge_kv.core.clock import SYSTEM_CLOCK, Clock, SystemClock
+from edge_kv.core.validate import check_key
 from edge_kv.origin.resilience.errors import CircuitOpenError, ResilienceError
 
 __all__ = [
@@ -42,15 +45,21 @@ __all__ = [
     "HALF_OPEN",
     "OPEN",
     "BreakerConfig",
+    "BreakerDecision",
+    "BreakerGuard",
     "BreakerMetrics",
+    "BreakerProtected",
     "BreakerStore",
     "CircuitBreaker",
     "LocalBreakerStore",
+    "StateListener",
+    "circuit_breaker",
 ]
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 StateListener = Callable[[str, str, str], None]
 _MISSING: Any = object()
 
@@ -58,13 +67,13 @@ _MISSING: Any = object()
 class BreakerStore(Protocol):
     """Where breaker state lives. Each method is one atomic step of the policy."""
 
-    async def acquire(self, name: str, cfg: BreakerConfig) -> Verdict: ...
+    async def acquire(self, name: str, cfg: BreakerConfig) -> BreakerDecision: ...
 
     async def record(
-        self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int
-    ) -> Verdict: ...
+        self, name: str, cfg: BreakerConfig, permit: BreakerDecision, kind: int, duration_ms: int
+    ) -> BreakerDecision: ...
 
-    async def force(self, name: str, cfg: BreakerConfig, state: int) -> Verdict: ...
+    async def force(self, name: str, cfg: BreakerConfig, state: int) -> BreakerDecision: ...
 
 
 class LocalBreakerStore:
@@ -83,15 +92,15 @@ class LocalBreakerStore:
             st = self.states[name] = {}
         return st
 
-    async def acquire(self, name: str, cfg: BreakerConfig) -> Verdict:
+    async def acquire(self, name: str, cfg: BreakerConfig) -> BreakerDecision:
         return policy.acquire(cfg, self._st(name), self._now())
 
     async def record(
-        self, name: str, cfg: BreakerConfig, permit: Verdict, kind: int, duration_ms: int
-    ) -> Verdict:
+        self, name: str, cfg: BreakerConfig, permit: BreakerDecision, kind: int, duration_ms: int
+    ) -> BreakerDecision:
         return policy.record(cfg, self._st(name), self._now(), permit.gen, kind, duration_ms)
 
-    async def force(self, name: str, cfg: BreakerConfig, state: int) -> Verdict:
+    async def force(self, name: str, cfg: BreakerConfig, state: int) -> BreakerDecision:
         return policy.force(self._st(name), state, self._now())
 
 
@@ -166,7 +175,7 @@ class CircuitBreaker:
         """``listener(breaker_name, old_state, new_state)``; exceptions are logged, not raised."""
         self._listeners.append(listener)
 
-    def _observe(self, v: Verdict) -> None:
+    def _observe(self, v: BreakerDecision) -> None:
         if v.changed >= 0:
             self._fire(v.changed, v.state)
         elif v.state != self._last:
@@ -201,7 +210,7 @@ class CircuitBreaker:
             return FAILURE if self.is_failure(exc) else SUCCESS
         return FAILURE if isinstance(exc, self.failure_exceptions) else SUCCESS
 
-    async def permit(self) -> Verdict:
+    async def permit(self) -> BreakerDecision:
         """Ask for permission; raises :class:`CircuitOpenError` when refused."""
         if self._local is not None:
             v = policy.acquire(self.config, self._local, int(self._store_mono() * 1000))
@@ -209,7 +218,7 @@ class CircuitBreaker:
             v = await self.store.acquire(self.name, self.config)
         return self._admit(v)
 
-    def _admit(self, v: Verdict) -> Verdict:
+    def _admit(self, v: BreakerDecision) -> BreakerDecision:
         if v.changed >= 0 or v.state != self._last:
             self._observe(v)
         if not v.allowed:
@@ -218,7 +227,7 @@ class CircuitBreaker:
         self.metrics.permitted += 1
         return v
 
-    async def report(self, permit: Verdict, kind: int, duration: float) -> None:
+    async def report(self, permit: BreakerDecision, kind: int, duration: float) -> None:
         """Record the outcome of a permitted call that took ``duration`` seconds."""
         duration_ms = self._count(kind, duration)
         if self._local is not None:
@@ -337,7 +346,7 @@ class BreakerGuard:
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self.breaker = breaker
-        self._permit: Verdict | None = None
+        self._permit: BreakerDecision | None = None
         self._start = 0.0
         self._failed = False
 
@@ -357,3 +366,76 @@ class BreakerGuard:
         duration = self.breaker._mono() - self._start
         kind = (FAILURE if self._failed else SUCCESS) if ev is None else self.breaker.classify(ev)
         await self.breaker.report(self._permit, kind, duration)
+
+
+class BreakerProtected(Protocol[P, T_co]):
+    """A coroutine function wrapped by :func:`circuit_breaker`; ``.breaker`` is its
+    :class:`CircuitBreaker` (``state``, ``metrics``, ``reset()``, ``force_open()``)."""
+
+    breaker: CircuitBreaker
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T_co]: ...
+
+
+def circuit_breaker(
+    failure_threshold: int = 5,
+    recovery_timeout: float = 30.0,
+    *,
+    name: str | None = None,
+    half_open_probes: int = 1,
+    store: BreakerStore | None = None,
+    clock: Clock | None = None,
+    failure_exceptions: tuple[type[BaseException], ...] = (Exception,),
+    ignore_exceptions: tuple[type[BaseException], ...] = (ResilienceError,),
+    is_failure: Callable[[BaseException], bool] | None = None,
+    on_state_change: StateListener | Iterable[StateListener] | None = None,
+) -> Callable[[Callable[P, Awaitable[T]]], BreakerProtected[P, T]]:
+    """The quick-start decorator: a :class:`CircuitBreaker` that opens after
+    ``failure_threshold`` consecutive failures and stays open ``recovery_timeout`` seconds.
+
+    ::
+
+        @circuit_breaker(failure_threshold=5, recovery_timeout=30)
+        async def call_external_api() -> dict: ...
+
+    While open, calls raise :class:`~.errors.CircuitOpenError` (an
+    :class:`~edge_kv.core.errors.Unavailable`, 503) without running. After
+    ``recovery_timeout`` the breaker admits ``half_open_probes`` trial calls: if they
+    succeed it closes, otherwise it opens for another ``recovery_timeout``.
+
+    It is a :class:`CircuitBreaker` with ``BreakerConfig(window="count",
+    window_size=failure_threshold, minimum_calls=failure_threshold,
+    failure_rate_threshold=100, wait_in_open=recovery_timeout)``; use that class directly
+    for failure-rate or slow-call thresholds and time windows. Each decorated function gets
+    its own breaker, named ``name`` or ``module.qualname`` of the function (the name is the
+    key of a shared ``store`` such as :class:`~.breaker_redis.RedisBreakerStore`), reachable
+    as ``fn.breaker``. Which exceptions count as failures: see :class:`CircuitBreaker`
+    (by default every ``Exception`` but the package's own local refusals).
+    """
+    config = BreakerConfig(
+        window="count",
+        window_size=failure_threshold,
+        minimum_calls=failure_threshold,
+        failure_rate_threshold=100.0,
+        wait_in_open=recovery_timeout,
+        half_open_probes=half_open_probes,
+    )
+    if name is not None:
+        check_key(name)
+
+    def decorate(fn: Callable[P, Awaitable[T]]) -> BreakerProtected[P, T]:
+        breaker = CircuitBreaker(
+            name if name is not None else f"{fn.__module__}.{fn.__qualname__}",
+            config,
+            store=store,
+            clock=clock,
+            failure_exceptions=failure_exceptions,
+            ignore_exceptions=ignore_exceptions,
+            is_failure=is_failure,
+            on_state_change=on_state_change,
+        )
+        wrapper = breaker(fn)
+        wrapper.breaker = breaker  # type: ignore[attr-defined]
+        return cast("BreakerProtected[P, T]", wrapper)
+
+    return decorate

@@ -1,7 +1,7 @@
 """Breaker state shared by every replica through one Redis hash per breaker.
 
 Consistency: each permission check and each outcome is one ``EVALSHA`` of
-``breaker.lua`` (the mirror of :mod:`.breaker_policy`), so every step is atomic and all
+``breaker.lua`` (the mirror of :mod:`edge_kv.core.breaker`), so every step is atomic and all
 replicas see one linearizable state machine: one window, one OPEN period, one global
 budget of HALF_OPEN probes. Time comes from the Redis server (``TIME``) by default, so
 replica clock skew does not matter. All replicas must use the same
@@ -23,10 +23,11 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from edge_kv.origin.resilience import breaker_policy as policy
+from edge_kv.core import breaker as policy
+from edge_kv.core.breaker import BreakerConfig
+from edge_kv.core.breaker import BreakerDecision as Verdict
+from edge_kv.core.clock import SYSTEM_CLOCK, Clock
 from edge_kv.origin.resilience.breaker import LocalBreakerStore
-from edge_kv.origin.resilience.breaker_policy import BreakerConfig, Verdict
-from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock
 
 LUA = resources.files("edge_kv.origin.resilience").joinpath("breaker.lua").read_text(encoding="utf-8")
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge_kv.core.clock import SYSTEM_CLOCK, Clock
 from edge_kv.core.ratelimit import TokenBucket
-from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock
 
 DEPOSIT = 1000
 

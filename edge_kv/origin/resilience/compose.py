@@ -17,7 +17,7 @@ from typing import ParamSpec, TypeVar
 
 from edge_kv.origin.resilience.breaker import CircuitBreaker
 from edge_kv.origin.resilience.bulkhead import Bulkhead
-from edge_kv.origin.resilience.retry import RetryPolicy
+from edge_kv.origin.resilience.retry_policy import RetryPolicy
 
 P = ParamSpec("P")
 T = TypeVar("T")

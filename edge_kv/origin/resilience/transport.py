@@ -15,8 +15,10 @@ origin (``scheme://host:port``) → bulkhead → the wrapped transport.
   (500/502/503/504) as failures; the call duration is the time to response headers.
 * The bulkhead slot is held until the response is closed (body read), chosen by
   ``request.extensions["edge_kv_tier"]`` when a :class:`TieredBulkhead` is given.
-* A :class:`RetryPolicy` handed to the transport gets the HTTP classifiers installed
-  unless it already has custom ones; don't share it with non-HTTP code.
+* A :class:`RetryPolicy` handed to the transport is not changed: the transport retries
+  with a copy (:meth:`RetryPolicy.with_classifiers`) that has the HTTP classifiers in
+  place of the default ones (custom ones are kept) and shares the policy's budget and
+  ``metrics``; ``transport.retry`` is that copy.
 """
 
 from __future__ import annotations
@@ -26,18 +28,12 @@ from typing import Any
 
 import httpx
 
+from edge_kv.core.backoff import NO_RETRY, RETRY, RetryVerdict, classify_status
+from edge_kv.core.breaker import FAILURE, SUCCESS
+from edge_kv.core.clock import SYSTEM_CLOCK, Clock
 from edge_kv.origin.resilience.breaker import BreakerConfig, BreakerStore, CircuitBreaker, StateListener
-from edge_kv.origin.resilience.breaker_policy import FAILURE, SUCCESS
 from edge_kv.origin.resilience.bulkhead import Bulkhead, TieredBulkhead
-from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock
-from edge_kv.origin.resilience.retry import (
-    NO_RETRY,
-    RETRY,
-    RetryPolicy,
-    RetryVerdict,
-    classify_status,
-    default_classifier,
-)
+from edge_kv.origin.resilience.retry_policy import RetryPolicy, default_classifier
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 FAILURE_STATUSES = frozenset({500, 502, 503, 504})
@@ -100,13 +96,12 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.inner = inner or httpx.AsyncHTTPTransport()
         self.clock = clock or SYSTEM_CLOCK
-        self.retry = retry if retry is not None else RetryPolicy(clock=self.clock)
-        if self.retry.classify is default_classifier:
-            self.retry.classify = http_exception_classifier
-        if self.retry.classify_result is None:
-            self.retry.classify_result = http_response_classifier
-        if self.retry.discard_result is None:
-            self.retry.discard_result = _close_response
+        # A copy with the HTTP classifiers: the caller's policy is left as it was given.
+        self.retry = (retry if retry is not None else RetryPolicy(clock=self.clock)).with_classifiers(
+            classify=http_exception_classifier,
+            classify_result=http_response_classifier,
+            discard_result=_close_response,
+        )
         self.breaker_config = breaker_config or BreakerConfig()
         self.breaker_store = breaker_store
         self.bulkhead = bulkhead

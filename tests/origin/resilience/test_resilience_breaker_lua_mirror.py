@@ -1,4 +1,4 @@
-"""breaker.lua must mirror breaker_policy.py exactly: random operation sequences run
+"""breaker.lua must mirror edge_kv/core/breaker.py exactly: random operation sequences run
 through both (same config, same clock) give the same verdicts and the same stored fields."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
-from edge_kv.origin.resilience import breaker_policy as policy
-from edge_kv.origin.resilience.breaker_policy import BreakerConfig
+from edge_kv.core import breaker as policy
+from edge_kv.core.breaker import BreakerConfig
 from edge_kv.origin.resilience.breaker_redis import LUA
 
 CONFIGS = [

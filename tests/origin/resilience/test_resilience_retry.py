@@ -20,7 +20,6 @@ from edge_kv.origin.resilience import (
     RetryableStatus,
     RetryBudget,
     RetryPolicy,
-    parse_retry_after,
 )
 from edge_kv.origin.resilience.errors import BulkheadFull
 
@@ -165,16 +164,6 @@ async def test_retry_after_beyond_limit_or_deadline_gives_up_without_sleeping() 
     assert clock.sleeps == []
 
 
-def test_parse_retry_after() -> None:
-    now = 1_700_000_000.0
-    assert parse_retry_after("0", now) == 0.0
-    assert parse_retry_after(" 30 ", now) == 30.0
-    assert parse_retry_after(email.utils.formatdate(now + 90, usegmt=True), now) == pytest.approx(90, abs=1)
-    assert parse_retry_after(email.utils.formatdate(now - 90, usegmt=True), now) == 0.0
-    for bad in (None, "", "-5", "soon", "1.5", "Sun, 99 Foo 2024 00:00:00 GMT"):
-        assert parse_retry_after(bad, now) is None
-
-
 async def test_result_based_retry_returns_last_result_and_discards_the_others() -> None:
     clock = FakeClock()
     discarded: list[int] = []
@@ -182,7 +171,7 @@ async def test_result_based_retry_returns_last_result_and_discards_the_others() 
     async def discard(r: object) -> None:
         discarded.append(r)  # type: ignore[arg-type]
 
-    from edge_kv.origin.resilience.retry import classify_status
+    from edge_kv.core.backoff import classify_status
 
     policy = RetryPolicy(
         max_attempts=3,

@@ -231,3 +231,26 @@ async def test_tier_is_chosen_by_request_extension(server: tuple[str, FlakyApp])
             await client.get("/slow?ms=1", extensions={"edge_kv_tier": "optional"})
         assert (await client.get("/slow?ms=1")).status_code == 200  # critical (default) unaffected
         await held.aread()
+
+
+async def test_the_given_retry_policy_is_not_mutated(server: tuple[str, FlakyApp]) -> None:
+    """The transport installs its HTTP classifiers on a copy: the caller's policy keeps its
+    own (so sharing it with non-HTTP code stays safe) while budget and metrics are shared."""
+    base, app = server
+    clock = FakeClock()
+    policy = RetryPolicy(max_attempts=3, backoff=FullJitter(0.01, 0.05), clock=clock)
+    before = (policy.classify, policy.classify_result, policy.discard_result)
+    client, transport, _ = client_for(base, retry=policy, clock=clock)
+    async with client:
+        r = await client.get("/flaky/nomutate?fail=1&status=503")
+    assert r.status_code == 200 and app.hits["/flaky/nomutate"] == 2
+    assert (policy.classify, policy.classify_result, policy.discard_result) == before
+    assert policy.classify_result is None and policy.discard_result is None
+    assert transport.retry is not policy
+    assert policy.metrics.retries == 1  # metrics (and any budget) are shared with the copy
+
+    async def five_hundred_and_three() -> int:
+        return 503
+
+    assert await policy.call(five_hundred_and_three) == 503  # not retried as an HTTP status here
+    assert policy.metrics.retries == 1

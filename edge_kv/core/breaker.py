@@ -1,9 +1,11 @@
 """The circuit-breaker state machine as pure functions over a flat ``dict[str, int]``.
 
-No I/O, no clock: callers pass ``now_ms``. The local breaker keeps the dict in memory;
-the Redis-shared breaker keeps the *same fields* in one Redis hash and runs
-``breaker.lua``, which mirrors this module line for line (a property test runs random
-operation sequences through both and compares results and stored fields).
+No I/O, no clock, stdlib only (runs on CPython and inside Pyodide): callers pass
+``now_ms``. The origin's local breaker (:mod:`edge_kv.origin.resilience.breaker`) keeps
+the dict in memory; the Redis-shared breaker keeps the *same fields* in one Redis hash
+and runs ``edge_kv/origin/resilience/breaker.lua``, which mirrors this module line for
+line (a property test runs random operation sequences through both and compares results
+and stored fields).
 
 State fields (absent = 0):
 
@@ -23,6 +25,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
+
+from edge_kv.core.errors import InvalidInput
+
+__all__ = [
+    "CLOSED",
+    "FAILURE",
+    "HALF_OPEN",
+    "IGNORED",
+    "OPEN",
+    "STATE_NAMES",
+    "SUCCESS",
+    "BreakerConfig",
+    "BreakerDecision",
+    "State",
+    "acquire",
+    "force",
+    "record",
+    "transition",
+]
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 STATE_NAMES = ("closed", "open", "half_open")
@@ -65,19 +86,19 @@ class BreakerConfig:
 
     def __post_init__(self) -> None:
         if self.window not in ("count", "time"):
-            raise ValueError(f"window must be 'count' or 'time', got {self.window!r}")
+            raise InvalidInput(f"window must be 'count' or 'time', got {self.window!r}")
         for name in ("window_size", "minimum_calls", "half_open_probes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise InvalidInput(f"{name} must be an integer >= 1, got {value!r}")
         if self.window == "time" and self.window_size > 3600:
-            raise ValueError("a time window is at most 3600 seconds")
+            raise InvalidInput("a time window is at most 3600 seconds")
         if self.window == "count" and self.window_size > 10_000:
-            raise ValueError("a count window is at most 10000 calls")
+            raise InvalidInput("a count window is at most 10000 calls")
         for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
             rate = getattr(self, name)
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 100:
-                raise ValueError(f"{name} must be a percentage in (0, 100], got {rate!r}")
+                raise InvalidInput(f"{name} must be a percentage in (0, 100], got {rate!r}")
         object.__setattr__(
             self,
             "slow_ms",
@@ -117,11 +138,11 @@ class BreakerConfig:
 
 def _ms(name: str, seconds: object) -> int:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < 10**7:
-        raise ValueError(f"{name} must be a number of seconds > 0, got {seconds!r}")
+        raise InvalidInput(f"{name} must be a number of seconds > 0, got {seconds!r}")
     return max(1, round(seconds * 1000))
 
 
-class Verdict(NamedTuple):
+class BreakerDecision(NamedTuple):
     """Answer of :func:`acquire` / :func:`record`.
 
     ``changed`` is the previous state when this operation made a transition, else -1.
@@ -153,14 +174,14 @@ def _tripped(cfg: BreakerConfig, calls: int, fails: int, slows: int) -> bool:
     return cfg.slow_ms > 0 and slows * 100 >= cfg.slow_call_rate_threshold * calls
 
 
-def acquire(cfg: BreakerConfig, st: State, now_ms: int) -> Verdict:
+def acquire(cfg: BreakerConfig, st: State, now_ms: int) -> BreakerDecision:
     """May a call go through now? Moves OPEN -> HALF_OPEN once ``wait_in_open`` is over."""
     state = st.get("st", CLOSED)
     changed = -1
     if state == OPEN:
         since = st.get("since", 0)
         if now_ms - since < cfg.wait_ms:
-            return Verdict(False, st.get("gen", 0), OPEN, since + cfg.wait_ms - now_ms, -1)
+            return BreakerDecision(False, st.get("gen", 0), OPEN, since + cfg.wait_ms - now_ms, -1)
         transition(st, HALF_OPEN, now_ms)
         state = HALF_OPEN
         changed = OPEN
@@ -172,21 +193,25 @@ def acquire(cfg: BreakerConfig, st: State, now_ms: int) -> Verdict:
         pa = st.get("pa", 0)
         if pa < cfg.half_open_probes:
             st["pa"] = pa + 1
-            return Verdict(True, st["gen"], HALF_OPEN, 0, changed)
-        return Verdict(False, st.get("gen", 0), HALF_OPEN, max(1, since + cfg.half_open_ms - now_ms), changed)
-    return Verdict(True, st.get("gen", 0), CLOSED, 0, -1)
+            return BreakerDecision(True, st["gen"], HALF_OPEN, 0, changed)
+        return BreakerDecision(
+            False, st.get("gen", 0), HALF_OPEN, max(1, since + cfg.half_open_ms - now_ms), changed
+        )
+    return BreakerDecision(True, st.get("gen", 0), CLOSED, 0, -1)
 
 
-def record(cfg: BreakerConfig, st: State, now_ms: int, gen: int, kind: int, duration_ms: int) -> Verdict:
+def record(
+    cfg: BreakerConfig, st: State, now_ms: int, gen: int, kind: int, duration_ms: int
+) -> BreakerDecision:
     """Report the outcome of a call admitted in generation ``gen``."""
     state = st.get("st", CLOSED)
     cur = st.get("gen", 0)
     if gen != cur:
-        return Verdict(False, cur, state, 0, -1)
+        return BreakerDecision(False, cur, state, 0, -1)
     if kind == IGNORED:
         if state == HALF_OPEN and st.get("pa", 0) > 0:
             st["pa"] = st["pa"] - 1
-        return Verdict(False, cur, state, 0, -1)
+        return BreakerDecision(False, cur, state, 0, -1)
     fail = 1 if kind == FAILURE else 0
     slow = 1 if cfg.slow_ms > 0 and duration_ms >= cfg.slow_ms else 0
     if state == HALF_OPEN:
@@ -199,10 +224,10 @@ def record(cfg: BreakerConfig, st: State, now_ms: int, gen: int, kind: int, dura
         if pc >= cfg.half_open_probes:
             new = OPEN if _tripped(cfg, pc, pf, ps) else CLOSED
             transition(st, new, now_ms)
-            return Verdict(False, st["gen"], new, 0, HALF_OPEN)
-        return Verdict(False, cur, state, 0, -1)
+            return BreakerDecision(False, st["gen"], new, 0, HALF_OPEN)
+        return BreakerDecision(False, cur, state, 0, -1)
     if state != CLOSED:
-        return Verdict(False, cur, state, 0, -1)
+        return BreakerDecision(False, cur, state, 0, -1)
     size = cfg.window_size
     if cfg.window == "count":
         get = st.get
@@ -242,12 +267,12 @@ def record(cfg: BreakerConfig, st: State, now_ms: int, gen: int, kind: int, dura
                 slows += st.get(bs_j, 0)
     if calls >= cfg.effective_minimum and _tripped(cfg, calls, fails, slows):
         transition(st, OPEN, now_ms)
-        return Verdict(False, st["gen"], OPEN, 0, CLOSED)
-    return Verdict(False, cur, CLOSED, 0, -1)
+        return BreakerDecision(False, st["gen"], OPEN, 0, CLOSED)
+    return BreakerDecision(False, cur, CLOSED, 0, -1)
 
 
-def force(st: State, new: int, now_ms: int) -> Verdict:
+def force(st: State, new: int, now_ms: int) -> BreakerDecision:
     """Operator override: jump to ``new`` (e.g. OPEN during maintenance, CLOSED to reset)."""
     old = st.get("st", CLOSED)
     transition(st, new, now_ms)
-    return Verdict(new == CLOSED, st["gen"], new, 0, old)
+    return BreakerDecision(new == CLOSED, st["gen"], new, 0, old)

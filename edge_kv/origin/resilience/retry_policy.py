@@ -1,5 +1,8 @@
 """Retry with exponential backoff and jitter, error classification, deadlines and a budget.
 
+The arithmetic (backoffs, ``Retry-After``, retryable HTTP statuses) is
+:mod:`edge_kv.core.backoff`; this module runs the loop around an async callable.
+
 What is retried by default (:func:`default_classifier`): timeouts (``TimeoutError``),
 connection errors (``ConnectionError``), and :class:`RetryableStatus` raised for
 HTTP 408/429/502/503/504 — honouring ``Retry-After`` (delta-seconds or HTTP-date).
@@ -16,110 +19,46 @@ Bounds: at most ``max_attempts`` attempts; no sleep that would end after
 ``Retry-After`` above ``max_retry_after`` gives up at once; each retry needs a token
 from the optional :class:`~.budget.RetryBudget`. When giving up, the last exception is
 re-raised or the last result returned.
+
+:func:`retry` is the quick-start spelling: ``@retry(max_attempts=3, base_delay=1.0)``.
 """
 
 from __future__ import annotations
 
-import email.utils
+import copy
 import functools
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from edge_kv.core.backoff import (
+    NO_RETRY,
+    RETRY,
+    Backoff,
+    Exponential,
+    FullJitter,
+    RetryVerdict,
+    classify_status,
+)
+from edge_kv.core.clock import SYSTEM_CLOCK, Clock
+from edge_kv.core.errors import InvalidInput
 from edge_kv.origin.resilience.budget import RetryBudget
-from edge_kv.origin.resilience.clock import SYSTEM_CLOCK, Clock
 from edge_kv.origin.resilience.errors import ResilienceError
+
+__all__ = [
+    "RetryMetrics",
+    "RetryPolicy",
+    "RetryableStatus",
+    "default_classifier",
+    "retry",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
-
-
-# -- backoff ---------------------------------------------------------------------------
-class Backoff(Protocol):
-    def delay(self, retry: int, previous: float, rng: random.Random) -> float:
-        """Sleep before retry number ``retry`` (1-based); ``previous`` is the last delay."""
-        ...
-
-
-@dataclass(frozen=True)
-class FullJitter:
-    """``uniform(0, min(cap, base * 2**(retry-1)))`` (AWS "full jitter")."""
-
-    base: float = 0.1
-    cap: float = 10.0
-
-    def delay(self, retry: int, previous: float, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.cap, self.base * float(2 ** min(retry - 1, 60))))
-
-
-@dataclass(frozen=True)
-class DecorrelatedJitter:
-    """``min(cap, uniform(base, 3 * previous))`` (AWS "decorrelated jitter")."""
-
-    base: float = 0.1
-    cap: float = 10.0
-
-    def delay(self, retry: int, previous: float, rng: random.Random) -> float:
-        return min(self.cap, rng.uniform(self.base, max(self.base, previous) * 3))
-
-
-@dataclass(frozen=True)
-class Exponential:
-    """``min(cap, base * 2**(retry-1))`` without jitter (predictable; avoid under load)."""
-
-    base: float = 0.1
-    cap: float = 10.0
-
-    def delay(self, retry: int, previous: float, rng: random.Random) -> float:
-        return min(self.cap, self.base * float(2 ** min(retry - 1, 60)))
-
-
-# -- classification --------------------------------------------------------------------
-@dataclass(frozen=True)
-class RetryVerdict:
-    """``retry``: try again? ``after``: the server's minimum wait in seconds, if it said."""
-
-    retry: bool
-    after: float | None = None
-
-
-NO_RETRY = RetryVerdict(False)
-RETRY = RetryVerdict(True)
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date
-    (RFC 9110 §10.2.3), relative to wall time ``now``. ``None`` when absent or invalid;
-    a date in the past gives 0."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def classify_status(
-    status: int,
-    headers: Mapping[str, str] | None = None,
-    *,
-    now: float,
-    retry_statuses: Iterable[int] = RETRYABLE_STATUSES,
-) -> RetryVerdict:
-    """Retry decision for an HTTP status; ``Retry-After`` is read for retryable ones."""
-    if status not in retry_statuses:
-        return NO_RETRY
-    after = parse_retry_after(headers.get("retry-after") if headers is not None else None, now)
-    return RetryVerdict(True, after)
+Classifier = Callable[[BaseException, float], RetryVerdict]
+ResultClassifier = Callable[[Any, float], RetryVerdict]
 
 
 class RetryableStatus(Exception):
@@ -165,8 +104,8 @@ class RetryPolicy:
         max_attempts: int = 3,
         max_total: float | None = 30.0,
         backoff: Backoff | None = None,
-        classify: Callable[[BaseException, float], RetryVerdict] = default_classifier,
-        classify_result: Callable[[Any, float], RetryVerdict] | None = None,
+        classify: Classifier = default_classifier,
+        classify_result: ResultClassifier | None = None,
         discard_result: Callable[[Any], Awaitable[None]] | None = None,
         budget: RetryBudget | None = None,
         max_retry_after: float = 60.0,
@@ -192,6 +131,25 @@ class RetryPolicy:
         self.rng = rng or random.Random()
         self.on_retry = on_retry
         self.metrics = RetryMetrics()
+
+    def with_classifiers(
+        self,
+        *,
+        classify: Classifier | None = None,
+        classify_result: ResultClassifier | None = None,
+        discard_result: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> RetryPolicy:
+        """A copy of this policy with the given classifiers in place of the *default* ones
+        (a custom classifier already set here is kept). The copy shares this policy's
+        budget, clock, random generator and metrics; this policy is not changed."""
+        derived = copy.copy(self)
+        if classify is not None and self.classify is default_classifier:
+            derived.classify = classify
+        if classify_result is not None and self.classify_result is None:
+            derived.classify_result = classify_result
+        if discard_result is not None and self.discard_result is None:
+            derived.discard_result = discard_result
+        return derived
 
     def _next_delay(self, retry: int, previous: float, verdict: RetryVerdict, started: float) -> float | None:
         """The sleep before ``retry``, or None to give up (metrics updated)."""
@@ -262,3 +220,58 @@ class RetryPolicy:
             return await self.call(fn, *args, **kwargs)
 
         return wrapper
+
+
+def retry(
+    max_attempts: int = 3,
+    base_delay: float = 0.1,
+    max_delay: float = 10.0,
+    *,
+    jitter: bool = True,
+    max_total: float | None = 30.0,
+    classify: Classifier = default_classifier,
+    budget: RetryBudget | None = None,
+    max_retry_after: float = 60.0,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    on_retry: Callable[[int, float, BaseException | None], None] | None = None,
+) -> RetryPolicy:
+    """The quick-start decorator: a :class:`RetryPolicy` with exponential backoff.
+
+    ::
+
+        @retry(max_attempts=3, base_delay=1.0)
+        async def call_external_api() -> dict: ...
+
+    ``max_attempts`` counts every attempt (the first included). Before retry *n* it sleeps
+    ``uniform(0, min(max_delay, base_delay * 2**(n-1)))`` (full jitter; ``jitter=False``:
+    exactly ``min(max_delay, base_delay * 2**(n-1))``), or longer when a
+    :class:`RetryableStatus` carries a ``Retry-After``. What is retried is
+    :func:`default_classifier` (timeouts, connection errors, 408/429/502/503/504) unless
+    ``classify`` says otherwise; ``max_total`` (seconds, ``None`` for no limit) bounds the
+    whole call. The remaining arguments are :class:`RetryPolicy`'s.
+
+    The returned policy is the decorator (``policy(fn)``) and can also run calls directly
+    (``await policy.call(fn, ...)``); its ``metrics`` count what happened. Stacked under
+    ``@circuit_breaker``, the breaker sees one outcome per retried call; for one outcome
+    per attempt (the order this package recommends) use :class:`~.compose.Resilience`.
+    """
+    for name, value in (("base_delay", base_delay), ("max_delay", max_delay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise InvalidInput(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    backoff: Backoff = (
+        FullJitter(base=float(base_delay), cap=float(max_delay))
+        if jitter
+        else Exponential(base=float(base_delay), cap=float(max_delay))
+    )
+    return RetryPolicy(
+        max_attempts=max_attempts,
+        max_total=max_total,
+        backoff=backoff,
+        classify=classify,
+        budget=budget,
+        max_retry_after=max_retry_after,
+        clock=clock,
+        rng=rng,
+        on_retry=on_retry,
+    )
