@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from edge_kv.core.errors import Conflict, EdgeKvError, Unavailable
+
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
@@ -43,25 +45,38 @@ class BeginResult:
     record: Record | None = None
 
 
-class IdempotencyError(Exception):
-    """Base class of the idempotency errors."""
+class IdempotencyError(EdgeKvError):
+    """Base class of the idempotency errors (an :class:`~edge_kv.core.errors.EdgeKvError`:
+    each subclass carries its HTTP ``status`` hint and a stable ``code``)."""
+
+    status = 409
+    code = "idempotency_error"
 
 
 class FingerprintMismatch(IdempotencyError):
     """The key was first used with a different request (HTTP 422)."""
 
+    status = 422
+    code = "idempotency_key_reused"
 
-class InFlight(IdempotencyError):
+
+class InFlight(IdempotencyError, Conflict):
     """The first request with this key is still executing (HTTP 409)."""
+
+    status = 409
+    code = "idempotency_in_flight"
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
-class StoreUnavailable(IdempotencyError):
+class StoreUnavailable(IdempotencyError, Unavailable):
     """The backing store could not be reached or answered with an error. Callers fail
     closed by default (HTTP 503): executing without the check could run a request twice."""
+
+    status = 503
+    code = "idempotency_store_unavailable"
 
 
 class IdempotencyStore(Protocol):

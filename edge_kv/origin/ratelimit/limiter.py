@@ -21,6 +21,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from edge_kv.core.decision import Decision, most_restrictive
+from edge_kv.core.errors import Unavailable
 from edge_kv.core.headers import rate_limit_headers
 from edge_kv.core.ratelimit import (
     MAX_EXACT,
@@ -38,8 +39,12 @@ log = logging.getLogger(__name__)
 LIMIT_SCRIPT = LuaScript.from_package("edge_kv.origin.ratelimit", "lua/limit.lua")
 
 
-class RateLimiterUnavailable(RuntimeError):
-    """Redis could not be asked in time and the limiter is configured to fail closed."""
+class RateLimiterUnavailable(Unavailable, RuntimeError):
+    """Redis could not be asked in time and the limiter is configured to fail closed.
+    An :class:`~edge_kv.core.errors.Unavailable` (503); still a ``RuntimeError``."""
+
+    status = 503
+    code = "rate_limiter_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
