@@ -54,6 +54,7 @@ __all__ = [
     "DERIVED_COMPONENTS",
     "DIGEST_ALGORITHMS",
     "REASONS",
+    "SIGNATURE_PARAMETERS",
     "Component",
     "HmacKey",
     "HttpRequest",
@@ -66,6 +67,7 @@ __all__ = [
     "SignedHeaders",
     "Token",
     "VerifiedSignature",
+    "check_component",
     "component_value",
     "content_digest",
     "new_nonce",
@@ -562,7 +564,8 @@ class Component:
         return self.serialize()
 
 
-def _check_component(c: Component) -> None:
+def check_component(c: Component) -> None:
+    """Refuse a component this module cannot sign (parameters, unknown derived names)."""
     if c.params:
         raise MalformedField(
             "Signature-Input",
@@ -582,7 +585,7 @@ def component_value(component: str | Component, request: HttpRequest) -> str:
     raises :class:`MalformedField`.
     """
     c = Component.of(component)
-    _check_component(c)
+    check_component(c)
     if c.name.startswith("@"):
         value = _derived(c.name, request)
     else:
@@ -706,7 +709,7 @@ class SignatureParams:
         """Refuse unknown or mistyped parameters, repeated or unsupported components."""
         seen: set[Component] = set()
         for c in self.components:
-            _check_component(c)
+            check_component(c)
             if c in seen:
                 raise MalformedField("Signature-Input", f"component {c.serialize()} is covered twice")
             seen.add(c)
