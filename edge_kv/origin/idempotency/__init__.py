@@ -2,11 +2,18 @@
 
 Stores: :class:`RedisStore` (fast), :class:`PostgresStore` (durable, authoritative),
 :class:`LayeredStore` (both: Redis first, PostgreSQL decides). The protocol lives in
-:class:`IdempotencyService`; :class:`IdempotencyMiddleware` applies it to ASGI apps.
+:class:`IdempotencyService`; :class:`IdempotencyMiddleware` applies it to ASGI apps and
+:func:`idempotent_execute` to one operation::
+
+    return await idempotent_execute(db, idempotency_key, "/payments", process)
+
 See docs/idempotency.md.
 """
 
+from edge_kv.origin._pg import ConnectionFactory, PgPool
+
 from .dedup import PostgresDeduplicator, Processed, RedisDeduplicator, check_message_id
+from .execute import idempotent_execute
 from .fingerprint import MAX_IDEMPOTENCY_KEY_LENGTH, check_idempotency_key, fingerprint, scoped_key
 from .layered_store import LayeredStore
 from .middleware import IdempotencyMiddleware, header_principal
@@ -20,7 +27,6 @@ from .model import (
     StoredResponse,
     StoreUnavailable,
 )
-from .pg import PgPool
 from .postgres_store import PostgresStore
 from .redis_store import RedisStore
 from .service import DEFAULT_TTL_S, IdempotencyService, Outcome, default_storable
@@ -29,6 +35,7 @@ __all__ = [
     "DEFAULT_TTL_S",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "BeginResult",
+    "ConnectionFactory",
     "FingerprintMismatch",
     "IdempotencyError",
     "IdempotencyMiddleware",
@@ -51,5 +58,6 @@ __all__ = [
     "default_storable",
     "fingerprint",
     "header_principal",
+    "idempotent_execute",
     "scoped_key",
 ]

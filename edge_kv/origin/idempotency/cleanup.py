@@ -16,8 +16,9 @@ import argparse
 import asyncio
 import os
 
+from edge_kv.origin._pg import PgPool
+
 from .dedup import PostgresDeduplicator
-from .pg import PgPool
 from .postgres_store import PostgresStore
 
 

@@ -22,9 +22,10 @@ import redis.asyncio as aioredis
 from psycopg import sql
 
 from edge_kv.core.validate import check_key
+from edge_kv.origin._pg import ConnectionFactory, table_identifier
 
 from .model import StoreUnavailable
-from .pg import ConnectionFactory, schema_statements, table_identifier
+from .schema import schema_statements
 
 T = TypeVar("T")
 

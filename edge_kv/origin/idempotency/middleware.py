@@ -18,25 +18,19 @@ Streaming responses are buffered whole before they are sent (they must be stored
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
 
-from edge_kv.core.problem import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
-from edge_kv.core.problem import problem
+from edge_kv.origin._asgi import ASGIApp, Message, Receive, Scope, Send, header, header_values, send_problem
 
 from .fingerprint import fingerprint, scoped_key
 from .model import FingerprintMismatch, InFlight, StoredResponse, StoreUnavailable
 from .service import IdempotencyService
 
+__all__ = ["REPLAYED_HEADER", "IdempotencyMiddleware", "Principal", "header_principal"]
+
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Principal = Callable[[Scope], str | Awaitable[str | None] | None]
 
 REPLAYED_HEADER = "idempotent-replayed"
@@ -48,10 +42,7 @@ def header_principal(name: str) -> Principal:
     wanted = name.lower().encode("latin-1")
 
     def principal(scope: Scope) -> str | None:
-        for k, v in scope.get("headers", ()):
-            if k.lower() == wanted:
-                return bytes(v).decode("latin-1")
-        return None
+        return header(scope, wanted)
 
     return principal
 
@@ -94,24 +85,24 @@ class IdempotencyMiddleware:
         if scope.get("type") != "http" or scope.get("method", "").upper() not in self.methods:
             await self.app(scope, receive, send)
             return
-        values = [v for k, v in scope.get("headers", ()) if bytes(k).lower() == self.header]
+        values = header_values(scope, self.header)
         if not values:
             await self.app(scope, receive, send)
             return
         if len(values) > 1:
-            await _send_problem(send, 400, "send exactly one Idempotency-Key header")
+            await send_problem(send, 400, "send exactly one Idempotency-Key header")
             return
         try:
             key = self.service.check_key(bytes(values[0]).decode("latin-1"))
         except ValueError as exc:
-            await _send_problem(send, 400, str(exc))
+            await send_problem(send, 400, str(exc))
             return
         try:
             body = await self._read_body(receive)
         except _Disconnected:
             return
         except _BodyTooLarge:
-            await _send_problem(
+            await send_problem(
                 send,
                 413,
                 f"request bodies with an idempotency key are limited to {self.max_body_bytes} bytes",
@@ -121,12 +112,12 @@ class IdempotencyMiddleware:
         try:
             scoped_key(who, key)
         except ValueError as exc:
-            await _send_problem(send, 400, f"unusable principal: {exc}")
+            await send_problem(send, 400, f"unusable principal: {exc}")
             return
         path = scope.get("raw_path") or scope.get("path", "").encode("utf-8")
         qs = scope.get("query_string") or b""
         target = bytes(path).decode("latin-1") + ("?" + bytes(qs).decode("latin-1") if qs else "")
-        fp = fingerprint(scope["method"], target, body, _header(scope, b"content-type"))
+        fp = fingerprint(scope["method"], target, body, header(scope, b"content-type"))
 
         captured = _Captured()
 
@@ -136,17 +127,17 @@ class IdempotencyMiddleware:
         try:
             outcome = await self.service.execute(key, fp, handler, scope=who)
         except FingerprintMismatch as exc:
-            await _send_problem(send, 422, str(exc))
+            await send_problem(send, 422, str(exc))
             return
         except InFlight as exc:
-            await _send_problem(send, 409, str(exc), [(b"retry-after", str(exc.retry_after_s).encode())])
+            await send_problem(send, 409, str(exc), [(b"retry-after", str(exc.retry_after_s).encode())])
             return
         except StoreUnavailable as exc:
             log.error("idempotency store unavailable: %s", exc)
             if self.fail_open:
                 await self.app(scope, _replay_receive(body, receive), send)
                 return
-            await _send_problem(
+            await send_problem(
                 send, 503, "the idempotency store is unavailable; retry later", [(b"retry-after", b"1")]
             )
             return
@@ -183,13 +174,6 @@ class IdempotencyMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", ()):
-        if bytes(k).lower() == name:
-            return bytes(v).decode("latin-1")
-    return None
 
 
 def _replay_receive(body: bytes, receive: Receive) -> Receive:
@@ -244,16 +228,3 @@ async def _send_stored(send: Send, response: StoredResponse, extra: list[tuple[s
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (*response.headers, *extra)]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
-
-
-async def _send_problem(
-    send: Send, status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = json.dumps(problem(status, detail), separators=(",", ":")).encode("utf-8")
-    headers = [
-        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -17,8 +17,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from edge_kv.origin._pg import ConnectionFactory, table_identifier
+
 from .model import BeginResult, Record, StoredResponse, StoreUnavailable
-from .pg import ConnectionFactory, schema_statements, table_identifier
+from .schema import schema_statements
 
 _SELECT = """
 SELECT fingerprint, state, status, headers, body,
@@ -77,7 +79,7 @@ def _record(row: tuple[Any, ...]) -> Record:
 
 class PostgresStore:
     """:class:`~.model.IdempotencyStore` on PostgreSQL. ``connect`` is a connection
-    factory (see :mod:`.pg`); ``table`` may be schema-qualified."""
+    factory (see :mod:`edge_kv.origin._pg`); ``table`` may be schema-qualified."""
 
     def __init__(self, connect: ConnectionFactory, *, table: str = "edge_kv_idempotency_keys") -> None:
         self.connect = connect

@@ -1,5 +1,5 @@
 -- edge_kv idempotency tables. {table} and {index} are filled in (quoted) by
--- edge_kv.origin.idempotency.pg.schema_statements; run them once at deploy time
+-- edge_kv.origin.idempotency.schema.schema_statements; run them once at deploy time
 -- (PostgresStore.create_schema / PostgresDeduplicator.create_schema do so, idempotently).
 
 -- section: idempotency_keys

@@ -8,6 +8,11 @@ The algorithms are :mod:`edge_kv.core.ratelimit` (the same ones the edge runs)::
     limiter = RateLimiter(redis, [TokenBucket(10, 10, name="per-second"),
                                   SlidingLog(1000, 3600, name="per-hour")])
     result = await limiter.hit("user:42")
+
+One token bucket, yes or no::
+
+    limiter = TokenBucketLimiter(redis, capacity=100, refill_rate=10)
+    if await limiter.is_allowed(f"user:{user_id}"): ...
 """
 
 from edge_kv.origin.ratelimit.limiter import (
@@ -17,6 +22,7 @@ from edge_kv.origin.ratelimit.limiter import (
     RateLimitResult,
 )
 from edge_kv.origin.ratelimit.middleware import RateLimitMiddleware, client_ip, header_key
+from edge_kv.origin.ratelimit.token_bucket import TokenBucketLimiter
 
 __all__ = [
     "LIMIT_SCRIPT",
@@ -24,6 +30,7 @@ __all__ = [
     "RateLimitResult",
     "RateLimiter",
     "RateLimiterUnavailable",
+    "TokenBucketLimiter",
     "client_ip",
     "header_key",
 ]

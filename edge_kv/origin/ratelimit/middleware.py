@@ -22,17 +22,13 @@ Starlette / FastAPI::
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from edge_kv.core.problem import CONTENT_TYPE, problem_json
+from edge_kv.origin._asgi import ASGIApp, Message, Receive, Scope, Send, encode_headers, header, send_problem
 from edge_kv.origin.ratelimit.limiter import RateLimiter, RateLimiterUnavailable
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = ["CostFunc", "KeyFunc", "RateLimitMiddleware", "client_ip", "header_key"]
+
 KeyFunc = Callable[[Scope], str | Awaitable[str | None] | None]
 CostFunc = Callable[[Scope], int]
 
@@ -49,37 +45,15 @@ def header_key(name: str, *, fallback: KeyFunc | None = client_ip) -> KeyFunc:
     wanted = name.lower().encode("latin-1")
 
     async def key(scope: Scope) -> str | None:
-        for header, value in scope.get("headers", ()):
-            if header.lower() == wanted:
-                return f"{name.lower()}:{value.decode('latin-1')}"
+        value = header(scope, wanted)
+        if value is not None:
+            return f"{name.lower()}:{value}"
         if fallback is None:
             return None
         found = fallback(scope)
         return await found if inspect.isawaitable(found) else found
 
     return key
-
-
-def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-
-
-async def _send_problem(
-    send: Send, status: int, detail: str, headers: list[tuple[str, str]], instance: str | None
-) -> None:
-    body = problem_json(status, detail, instance=instance).encode("utf-8")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", CONTENT_TYPE.encode("latin-1")),
-                (b"content-length", str(len(body)).encode("latin-1")),
-                *_encode(headers),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class RateLimitMiddleware:
@@ -122,32 +96,32 @@ class RateLimitMiddleware:
             cost = self.cost_func(scope) if self.cost_func else 1
             result = await self.limiter.hit(key, cost)
         except ValueError as exc:
-            await _send_problem(send, 400, f"rate-limit key or cost rejected: {exc}", [], instance)
+            await send_problem(send, 400, f"rate-limit key or cost rejected: {exc}", instance=instance)
             return
         except RateLimiterUnavailable:
-            await _send_problem(
+            await send_problem(
                 send,
                 503,
                 "the rate limiter is unavailable; try again shortly",
                 [("Retry-After", str(self.unavailable_retry_after))],
-                instance,
+                instance=instance,
             )
             return
         headers = result.headers()
         if not result.allowed:
             d = result.decision
-            await _send_problem(
+            await send_problem(
                 send,
                 429,
                 f"rate limit {d.policy!r} exceeded; retry in {d.retry_after_s} s",
                 headers,
-                instance,
+                instance=instance,
             )
             return
         if not headers:
             await self.app(scope, receive, send)
             return
-        extra = _encode(headers)
+        extra = encode_headers(headers)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

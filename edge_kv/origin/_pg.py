@@ -1,22 +1,27 @@
-"""PostgreSQL plumbing shared by the idempotency store and the consumer de-duplicator:
-table-name quoting, ``schema.sql`` sections, and a small asyncio connection pool.
+"""PostgreSQL plumbing shared by the origin packages (private): the connection-factory
+type, :class:`PgPool` (a small asyncio connection pool), table-name quoting and the
+``-- section:`` reader of the packages' ``schema.sql`` files.
 
-Every PostgreSQL class here takes a *connection factory*: a zero-argument callable that
-returns an async context manager yielding a ``psycopg.AsyncConnection``. ``PgPool(dsn).
-connection`` is one; so is ``psycopg_pool.AsyncConnectionPool(...).connection``.
+Every PostgreSQL class of the library takes a *connection factory*: a zero-argument
+callable that returns an async context manager yielding a ``psycopg.AsyncConnection``.
+``PgPool(dsn).connection`` is one; so is ``psycopg_pool.AsyncConnectionPool(...).connection``.
+:func:`connection_factory` turns a pool, a single connection or a factory into one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql
+
+__all__ = ["ConnectionFactory", "PgPool", "connection_factory", "schema_sections", "table_identifier"]
 
 ConnectionFactory = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
 
@@ -29,13 +34,14 @@ def table_identifier(name: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 
 
-def schema_statements(section: str, table: str) -> list[sql.Composed]:
-    """The statements of one ``-- section:`` of schema.sql, for ``table``."""
-    text = resources.files(__package__).joinpath("schema.sql").read_text("utf-8")
+def schema_sections(package: str, section: str, table: str) -> list[sql.Composed]:
+    """The statements of one ``-- section:`` of ``package``'s ``schema.sql``, with
+    ``{table}`` and ``{index}`` (``<table>_expiry_idx``) filled in for ``table``."""
+    text = resources.files(package).joinpath("schema.sql").read_text("utf-8")
     chunks = text.split("-- section: ")
     body = next((c.split("\n", 1)[1] for c in chunks[1:] if c.split("\n", 1)[0].strip() == section), None)
     if body is None:
-        raise ValueError(f"schema.sql has no section {section!r}")
+        raise ValueError(f"schema.sql of {package} has no section {section!r}")
     lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
     index = sql.Identifier(table.split(".")[-1] + "_expiry_idx")
     out = []
@@ -43,6 +49,43 @@ def schema_statements(section: str, table: str) -> list[sql.Composed]:
         if stmt.strip():
             out.append(sql.SQL(stmt.strip()).format(table=table_identifier(table), index=index))
     return out
+
+
+_SINGLE: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], ConnectionFactory] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def connection_factory(db: object) -> ConnectionFactory:
+    """A connection factory for ``db``: a :class:`PgPool` or ``psycopg_pool``
+    ``AsyncConnectionPool`` (anything with a ``connection()`` method), a single
+    ``psycopg.AsyncConnection`` (lent to one caller at a time), or already a factory.
+    ``TypeError`` for anything else."""
+    if isinstance(db, psycopg.AsyncConnection):
+        factory = _SINGLE.get(db)
+        if factory is None:
+            factory = _SINGLE[db] = _single_connection(db)
+        return factory
+    method = getattr(db, "connection", None)
+    if callable(method):
+        return cast(ConnectionFactory, method)
+    if callable(db):
+        return cast(ConnectionFactory, db)
+    raise TypeError(
+        f"expected a psycopg AsyncConnection, a connection pool or a connection factory, got {type(db).__name__}"
+    )
+
+
+def _single_connection(conn: psycopg.AsyncConnection[Any]) -> ConnectionFactory:
+    lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def lend() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        # One borrower at a time: the stores run multi-statement transactions on it.
+        async with lock:
+            yield conn
+
+    return lend
 
 
 class PgPool:
