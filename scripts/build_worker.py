@@ -15,12 +15,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXCLUDED_PACKAGES = {"origin"}
+# Unit-test doubles (in-memory bindings over sqlite3) never run in a Worker.
+EXCLUDED_MODULES = {("edge", "testing.py")}
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:
     skipped = {n for n in names if n == "__pycache__" or n.endswith((".pyc", ".pyo"))}
     if Path(directory).resolve() == (ROOT / "edge_kv").resolve():
         skipped |= EXCLUDED_PACKAGES & set(names)
+    here = Path(directory).resolve()
+    for package, module in EXCLUDED_MODULES:
+        if here == (ROOT / "edge_kv" / package).resolve() and module in names:
+            skipped.add(module)
     return skipped
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from workers import WorkerEntrypoint
 
+import debug_routes
 import edge_limits
-import edge_locks
 from counter import Counter
-from edge_kv.edge.http import (
+from edge_kv.edge import (
     HttpError,
     RouteContext,
     Router,
@@ -24,39 +24,50 @@ from edge_kv.edge.http import (
     json_response,
     problem_response,
     read_json_object,
-    rpc_error_detail,
-    rpc_error_status,
+    require_service_token,
+    text_response,
 )
-from edge_kv.edge.ratelimit.runtime import service_auth_error
-from edge_limits import RateLimiter
-from edge_locks import LockService
+from edge_kv.edge.locks import register_service_api as register_lock_api
+from edge_kv.edge.objects import LockService, RateLimiter
+from edge_kv.edge.ratelimit import register_service_api as register_limit_api
+from edge_kv.edge.runtime import (
+    call_rpc,
+    check_kv_key,
+    check_kv_ttl,
+    js_response,
+    kv_delete,
+    kv_get,
+    kv_put,
+    open_cache,
+    request_cf,
+)
 
 __all__ = ["Counter", "Default", "LockService", "RateLimiter"]
 
 router = Router()
-edge_limits.register(router)  # /limited/*, /ratelimit/* (docs/edge-limits-locks.md)
-edge_locks.register(router)  # /locks/*
+edge_limits.register(router)  # /limited/* (docs/edge-limits-locks.md)
+register_limit_api(router)  # /ratelimit/*
+register_lock_api(router)  # /locks/*
+debug_routes.register(router)  # /__stream, /echo-stream
 CACHE_ORIGIN = "https://cache.edge-kv.internal"
 
 
 @router.route("GET", "/__health")
 async def health(rc: RouteContext) -> Any:
-    cf = rc.request.cf
     return json_response(
         {
             "ok": True,
             "python": sys.version.split()[0],
             "env": getattr(rc.env, "EDGE_KV_ENV", None),
-            "colo": getattr(cf, "colo", None) if cf is not None else None,
+            "colo": request_cf(rc.request).get("colo"),
         }
     )
 
 
 @router.route("GET", "/__cf")
 async def show_cf(rc: RouteContext) -> Any:
-    cf = rc.request.cf
-    data = cf.to_py() if cf is not None else None
-    return json_response({"cf": data, "connecting_ip": rc.request.headers.get("cf-connecting-ip")})
+    cf = request_cf(rc.request) if getattr(rc.request, "cf", None) is not None else None
+    return json_response({"cf": cf, "connecting_ip": rc.request.headers.get("cf-connecting-ip")})
 
 
 @router.route("GET", "/__error")
@@ -82,24 +93,24 @@ async def _kv_write(rc: RouteContext, key: str) -> Any:
     value = body.get("value")
     if not isinstance(value, str):
         raise bad_request("'value' must be a string")
-    options: dict[str, int] = {}
     ttl = body.get("ttl")
     if ttl is not None:
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 60:
-            raise bad_request("'ttl' must be an integer >= 60 (the KV minimum)")
-        options["expirationTtl"] = ttl
-    await rc.env.KV.put(key, value, **options)
+        try:
+            check_kv_ttl(ttl)
+        except ValueError as exc:
+            raise bad_request(f"'ttl': {exc}") from None
+    await kv_put(rc.env.KV, key, value, ttl_s=ttl)
     return json_response({"key": rc.params["key"], "stored": True})
 
 
 @router.route("PUT", "/kv/{key}")
-async def kv_put(rc: RouteContext) -> Any:
+async def kv_put_route(rc: RouteContext) -> Any:
     return await _kv_write(rc, DEMO_KV_PREFIX + rc.params["key"])
 
 
 @router.route("GET", "/kv/{key}")
-async def kv_get(rc: RouteContext) -> Any:
-    value = await rc.env.KV.get(DEMO_KV_PREFIX + rc.params["key"])
+async def kv_get_route(rc: RouteContext) -> Any:
+    value = await kv_get(rc.env.KV, DEMO_KV_PREFIX + rc.params["key"])
     if value is None:
         raise HttpError(404, f"no KV value for {rc.params['key']!r}")
     return json_response({"key": rc.params["key"], "value": value})
@@ -107,7 +118,7 @@ async def kv_get(rc: RouteContext) -> Any:
 
 @router.route("GET", "/kv-meta/{key}")
 async def kv_meta(rc: RouteContext) -> Any:
-    stored_key = DEMO_KV_PREFIX + rc.params["key"]
+    stored_key = check_kv_key(DEMO_KV_PREFIX + rc.params["key"])
     listing = await rc.env.KV.list(prefix=stored_key)
     for entry in listing["keys"]:  # a dict: attribute access would find dict.keys
         if entry["name"] == stored_key:
@@ -116,15 +127,13 @@ async def kv_meta(rc: RouteContext) -> Any:
 
 
 @router.route("DELETE", "/kv/{key}")
-async def kv_delete(rc: RouteContext) -> Any:
-    await rc.env.KV.delete(DEMO_KV_PREFIX + rc.params["key"])
+async def kv_delete_route(rc: RouteContext) -> Any:
+    await kv_delete(rc.env.KV, DEMO_KV_PREFIX + rc.params["key"])
     return json_response({"key": rc.params["key"], "deleted": True})
 
 
 def _require_service_token(rc: RouteContext) -> None:
-    refused = service_auth_error(rc.env, rc.request.headers.get("authorization"))
-    if refused is not None:
-        raise HttpError(*refused)
+    require_service_token(rc.env, rc.request.headers.get("authorization"))
 
 
 @router.route("PUT", "/admin/kv/{key}")
@@ -137,7 +146,7 @@ async def admin_kv_put(rc: RouteContext) -> Any:
 @router.route("DELETE", "/admin/kv/{key}")
 async def admin_kv_delete(rc: RouteContext) -> Any:
     _require_service_token(rc)
-    await rc.env.KV.delete(rc.params["key"])
+    await kv_delete(rc.env.KV, rc.params["key"])
     return json_response({"key": rc.params["key"], "deleted": True})
 
 
@@ -145,25 +154,23 @@ async def admin_kv_delete(rc: RouteContext) -> Any:
 
 
 async def _cache(rc: RouteContext) -> Any:
-    from js import caches
-
     name = dict(p.split("=", 1) for p in rc.query.split("&") if "=" in p).get("cache")
-    return await caches.open(name) if name else caches.default
+    return await open_cache(name)
 
 
 @router.route("PUT", "/cache/{key}")
 async def cache_put(rc: RouteContext) -> Any:
-    from workers import Response
-
     body = await read_json_object(rc.request)
     value, max_age = body.get("value"), body.get("max_age", 60)
     if not isinstance(value, str):
         raise bad_request("'value' must be a string")
     if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 1:
         raise bad_request("'max_age' must be an integer >= 1")
-    cached = Response(value, headers={"cache-control": f"max-age={max_age}", "content-type": "text/plain"})
+    if max_age > 10**9:
+        raise bad_request("'max_age' must be at most 1000000000")
+    headers = [("cache-control", f"max-age={max_age}"), ("content-type", "text/plain")]
     cache = await _cache(rc)
-    await cache.put(f"{CACHE_ORIGIN}/{rc.params['key']}", cached.js_object)
+    await cache.put(f"{CACHE_ORIGIN}/{rc.params['key']}", js_response(text_response(value, headers=headers)))
     return json_response({"key": rc.params["key"], "cached": True, "max_age": max_age})
 
 
@@ -183,17 +190,10 @@ def _counter(rc: RouteContext) -> Any:
     return rc.env.COUNTER.get(rc.env.COUNTER.idFromName(rc.params["name"]))
 
 
-async def _rpc(call: Any) -> Any:
-    try:
-        return await call
-    except Exception as exc:
-        raise HttpError(rpc_error_status(exc), rpc_error_detail(exc)) from None
-
-
 @router.route("POST", "/do/counter/{name}/increment")
 async def counter_increment(rc: RouteContext) -> Any:
     body = await read_json_object(rc.request)
-    value = await _rpc(_counter(rc).increment(body.get("by", 1)))
+    value = await call_rpc(_counter(rc), "increment", body.get("by", 1))
     return json_response({"name": rc.params["name"], "value": value})
 
 
@@ -206,20 +206,20 @@ async def counter_fetch(rc: RouteContext) -> Any:
 @router.route("POST", "/do/counter/{name}/alarm")
 async def counter_alarm(rc: RouteContext) -> Any:
     body = await read_json_object(rc.request)
-    when = await _rpc(_counter(rc).schedule_alarm(body.get("delay_ms", 1000)))
+    when = await call_rpc(_counter(rc), "schedule_alarm", body.get("delay_ms", 1000))
     return json_response({"name": rc.params["name"], "scheduled": when})
 
 
 @router.route("GET", "/do/counter/{name}/alarm")
 async def counter_alarm_state(rc: RouteContext) -> Any:
-    state = await _rpc(_counter(rc).alarm_state())
+    state = await call_rpc(_counter(rc), "alarm_state")
     return json_response({"name": rc.params["name"], **dict(state)})
 
 
 @router.route("POST", "/do/counter/{name}/sql")
 async def counter_sql(rc: RouteContext) -> Any:
     body = await read_json_object(rc.request)
-    rows = await _rpc(_counter(rc).sql_roundtrip(body.get("text")))
+    rows = await call_rpc(_counter(rc), "sql_roundtrip", body.get("text"))
     return json_response({"rows": [dict(r) for r in rows]})
 
 
@@ -230,10 +230,11 @@ async def counter_sql(rc: RouteContext) -> Any:
 async def wait_until(rc: RouteContext) -> Any:
     """Answers at once; the KV write happens afterwards, in ``ctx.waitUntil``."""
     key = rc.params["key"]
+    stored_key = check_kv_key(DEMO_KV_PREFIX + key)
 
     async def later() -> None:
         await asyncio.sleep(0.3)
-        await rc.env.KV.put(DEMO_KV_PREFIX + key, "done")
+        await kv_put(rc.env.KV, stored_key, "done")
 
     rc.ctx.waitUntil(asyncio.ensure_future(later()))
     return json_response({"key": key, "scheduled": True}, status=202)

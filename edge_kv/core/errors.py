@@ -26,6 +26,7 @@ __all__ = [
     "NotFound",
     "StaleFencingToken",
     "Unavailable",
+    "UpstreamFailed",
     "error_from_code",
 ]
 
@@ -78,6 +79,14 @@ class Unavailable(EdgeKvError):
 
     status = 503
     code = "unavailable"
+
+
+class UpstreamFailed(EdgeKvError):
+    """A dependency answered badly or not at all (a crashed Durable Object, a refused
+    connection to an origin). 502."""
+
+    status = 502
+    code = "upstream_failed"
 
 
 class LockError(EdgeKvError):
@@ -137,12 +146,14 @@ def error_from_code(code: str, detail: str = "", status: int | None = None) -> E
     """Rebuild an error sent as ``{"code", "detail"}``: the most specific class with that
     ``code`` whose constructor takes a detail string; an unknown code gives an
     :class:`EdgeKvError` carrying the sent status."""
-    for cls in [EdgeKvError, *_subclasses(EdgeKvError)]:
+    classes: list[type[EdgeKvError]] = [EdgeKvError, *_subclasses(EdgeKvError)]
+    for cls in classes:
         if cls.__dict__.get("code") == code or (cls is EdgeKvError and code == EdgeKvError.code):
             try:
-                return cls(detail)
+                made: EdgeKvError = cls(detail)
             except TypeError:
                 continue
+            return made
     err = EdgeKvError(detail)
     if status is not None:
         err.status = status  # type: ignore[misc]  # instance override of the class hint

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from edge_kv.core.decision import US_PER_SECOND, Decision, ceil_div, most_restrictive
+from edge_kv.core.errors import InvalidInput
 
 
 class HasPolicy(Protocol):
@@ -30,7 +31,7 @@ class HasPolicy(Protocol):
 
 def _sf_string(value: str) -> str:
     if any(ord(c) < 0x20 or ord(c) > 0x7E for c in value):
-        raise ValueError(f"policy name {value!r} must be printable ASCII")
+        raise InvalidInput(f"policy name {value!r} must be printable ASCII")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -3,16 +3,16 @@
 A lease is held by an ``owner`` (an unguessable token chosen by the acquirer) until
 ``expires_at_ms``. Every grant carries a fencing token that is strictly greater than
 every token granted before for the same resource; storage guarded by the lock accepts
-a write only if its token is not lower than the highest it has seen
-(:func:`fencing_accepts`). That, not the TTL, is what makes a holder that was paused
-past its lease harmless.
+a write only if its token is higher than the highest it has seen, or equal to it and
+from the owner that presented it first (:func:`fencing_accepts`). That, not the TTL, is
+what makes a holder that was paused past its lease harmless.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from edge_kv.core.errors import LockNotOwned
+from edge_kv.core.errors import InvalidInput, LockNotOwned
 from edge_kv.core.validate import check_positive_int
 
 DEFAULT_DRIFT_FACTOR = 0.01
@@ -38,13 +38,21 @@ def redlock_validity_ms(ttl_ms: int, elapsed_ms: int, drift_factor: float = DEFA
     return ttl_ms - elapsed_ms - drift_ms(ttl_ms, drift_factor)
 
 
-def fencing_accepts(highest_seen: int | None, token: int) -> bool:
-    """Whether guarded storage may accept a write carrying ``token``.
+def fencing_accepts(highest_seen: int | None, token: int, seen_owner: str = "", owner: str = "") -> bool:
+    """Whether guarded storage may accept a write carrying ``token`` from ``owner``.
 
-    Equal tokens are accepted (the same holder writes several times); lower ones are
-    refused because a newer holder has already been granted the resource.
+    The storage keeps the highest token it has seen and ``seen_owner``, the owner that
+    first presented it (``""`` = a caller that gave no owner). A higher token is accepted
+    (a newer holder: the fence moves to it and its owner); a lower one is refused (a
+    newer holder has been granted the resource). An equal token is accepted only from
+    the same owner (one holder writing several times): a token issued twice (e.g. a
+    majority of Redlock nodes restarted without persistence) belongs at the storage to
+    the first owner that used it, and the other holder is refused like a stale one, so
+    two holders' writes never interleave.
     """
-    return highest_seen is None or token >= highest_seen
+    if highest_seen is None or token > highest_seen:
+        return True
+    return token == highest_seen and owner == seen_owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +90,7 @@ class LeaseState:
         """
         check_positive_int("ttl_ms", ttl_ms)
         if not owner:
-            raise ValueError("owner must not be empty")
+            raise InvalidInput("owner must not be empty")
         if self.holder(now_ms) is not None:
             return None, self
         token = self.last_token + 1

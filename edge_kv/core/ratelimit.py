@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edge_kv.core.decision import US_PER_SECOND, Decision, most_restrictive
+from edge_kv.core.errors import InvalidInput
 from edge_kv.core.validate import check_cost, check_positive_int, check_positive_number
 
 MAX_EXACT = 2**53
@@ -26,7 +27,7 @@ def _seconds_to_us(name: str, seconds: float) -> int:
     check_positive_number(name, seconds)
     us = round(seconds * US_PER_SECOND)
     if us < 1:
-        raise ValueError(f"{name} must be at least one microsecond, got {seconds}")
+        raise InvalidInput(f"{name} must be at least one microsecond, got {seconds}")
     return us
 
 
@@ -49,10 +50,10 @@ class TokenBucket:
         check_positive_int("capacity", self.capacity)
         check_positive_number("refill_rate", self.refill_rate)
         if self.refill_rate > US_PER_SECOND:
-            raise ValueError(f"refill_rate must be <= {US_PER_SECOND} tokens/s, got {self.refill_rate}")
+            raise InvalidInput(f"refill_rate must be <= {US_PER_SECOND} tokens/s, got {self.refill_rate}")
         interval = round(US_PER_SECOND / self.refill_rate)
         if self.capacity * interval >= MAX_EXACT // 4:
-            raise ValueError("capacity / refill_rate is too large (bucket would take centuries to fill)")
+            raise InvalidInput("capacity / refill_rate is too large (bucket would take centuries to fill)")
         object.__setattr__(self, "interval_us", interval)
 
     @property
@@ -180,9 +181,9 @@ class SlidingWindowCounter:
         check_positive_number("window_s", self.window_s)
         ms = round(self.window_s * 1000)
         if ms < 1:
-            raise ValueError(f"window_s must be at least 1 ms, got {self.window_s}")
+            raise InvalidInput(f"window_s must be at least 1 ms, got {self.window_s}")
         if 2 * self.limit * ms >= MAX_EXACT:
-            raise ValueError("limit * window is too large for exact arithmetic")
+            raise InvalidInput("limit * window is too large for exact arithmetic")
         object.__setattr__(self, "window_ms", ms)
 
     @property
@@ -298,7 +299,7 @@ def decide_tiers(
     the new states when every tier admits, the given states otherwise.
     """
     if not tiers:
-        raise ValueError("at least one tier is required")
+        raise InvalidInput("at least one tier is required")
     decisions: list[Decision] = []
     new_states: list[object] = []
     for policy, state in tiers:

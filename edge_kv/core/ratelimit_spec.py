@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from edge_kv.core.errors import InvalidInput
 from edge_kv.core.ratelimit import FixedWindow, Policy, SlidingLog, SlidingWindowCounter, TokenBucket
 
 _KINDS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
@@ -30,20 +31,20 @@ _KINDS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
 def policy_from_spec(spec: Mapping[str, Any]) -> Policy:
     """Build the policy a spec describes; parameters are checked by the policy itself."""
     if not isinstance(spec, Mapping):
-        raise ValueError(f"a policy spec must be a mapping, got {type(spec).__name__}")
+        raise InvalidInput(f"a policy spec must be a mapping, got {type(spec).__name__}")
     kind = spec.get("kind")
     if kind not in _KINDS:
-        raise ValueError(f"unknown policy kind {kind!r}; expected one of {sorted(_KINDS)}")
+        raise InvalidInput(f"unknown policy kind {kind!r}; expected one of {sorted(_KINDS)}")
     cls, fields = _KINDS[kind]
     extra = set(spec) - {"kind", "name", *fields}
     if extra:
-        raise ValueError(f"unknown fields for {kind}: {sorted(extra)}")
+        raise InvalidInput(f"unknown fields for {kind}: {sorted(extra)}")
     missing = [f for f in fields if f not in spec]
     if missing:
-        raise ValueError(f"missing fields for {kind}: {missing}")
+        raise InvalidInput(f"missing fields for {kind}: {missing}")
     name = spec.get("name", "default")
     if not isinstance(name, str) or not name:
-        raise ValueError(f"policy name must be a non-empty string, got {name!r}")
+        raise InvalidInput(f"policy name must be a non-empty string, got {name!r}")
     policy: Policy = cls(*(spec[f] for f in fields), name=name)
     return policy
 

@@ -17,21 +17,80 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from workers import Response
-
+from edge_kv.core.errors import EdgeKvError
 from edge_kv.core.problem import CONTENT_TYPE, problem_json
+from edge_kv.edge.runtime import request_method
+
+__all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "Handler",
+    "HttpError",
+    "PlainHeaders",
+    "PlainResponse",
+    "RouteContext",
+    "Router",
+    "bad_request",
+    "json_response",
+    "problem_response",
+    "read_json",
+    "read_json_object",
+    "text_response",
+]
 
 MAX_JSON_BYTES = 1 << 20
+MAX_JSON_DEPTH = 64
 
 
-class HttpError(Exception):
-    """Raised by a handler to answer with ``status`` and a problem body saying ``detail``."""
+class HttpError(EdgeKvError):
+    """Raised by a handler to answer with ``status`` and a problem body saying ``detail``.
+
+    Any other :class:`~edge_kv.core.errors.EdgeKvError` reaching the router is answered
+    the same way with its class's status hint.
+    """
+
+    code = "http_error"
 
     def __init__(self, status: int, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
-        self.status = status
-        self.detail = detail
+        self.status = status  # type: ignore[misc]  # per-instance status
         self.extensions = extensions
+
+
+class PlainHeaders:
+    """Case-insensitive header list with ``get`` (the part of ``Headers`` tests use)."""
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = [(k.lower(), v) for k, v in items]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = [v for k, v in self._items if k == name.lower()]
+        return ", ".join(values) if values else default
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+
+class PlainResponse:
+    """What the helpers below build off the runtime (unit tests on CPython or plain
+    Pyodide): body text, status, headers."""
+
+    def __init__(self, body: str = "", status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.body = body
+        self.status = status
+        self.headers = PlainHeaders(headers)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _response_class() -> Any:
+    """The runtime's ``Response`` (``workers.Response``), else :class:`PlainResponse`."""
+    try:
+        from workers import Response
+    except ImportError:
+        return PlainResponse
+    return Response
 
 
 def bad_request(detail: str) -> HttpError:
@@ -44,16 +103,21 @@ def problem_response(
     *,
     headers: Iterable[tuple[str, str]] = (),
     **extensions: Any,
-) -> Response:
+) -> Any:
     """A ``Response`` with an RFC 9457 body and ``application/problem+json``."""
     all_headers = [("content-type", CONTENT_TYPE), *headers]
-    return Response(problem_json(status, detail, **extensions), status=status, headers=all_headers)
+    return _response_class()(problem_json(status, detail, **extensions), status=status, headers=all_headers)
 
 
-def json_response(data: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
+def text_response(body: str, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Any:
+    """A plain ``Response`` with ``body`` (give the content type in ``headers``)."""
+    return _response_class()(body, status=status, headers=list(headers))
+
+
+def json_response(data: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Any:
     """A JSON ``Response`` (compact encoding, ``application/json``)."""
     all_headers = [("content-type", "application/json"), *headers]
-    return Response(json.dumps(data, separators=(",", ":")), status=status, headers=all_headers)
+    return _response_class()(json.dumps(data, separators=(",", ":")), status=status, headers=all_headers)
 
 
 async def read_json(request: Any, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
@@ -67,9 +131,32 @@ async def read_json(request: Any, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     if not raw.strip():
         raise bad_request("request body is empty; expected JSON")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise bad_request(f"malformed JSON body: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:
+        # int() refuses more than sys.get_int_max_str_digits() digits (4300 by default).
+        raise bad_request("malformed JSON body: a number has too many digits") from None
+    except RecursionError:
+        raise bad_request(f"JSON body nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise bad_request(f"JSON body nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 async def read_json_object(request: Any) -> dict[str, Any]:
@@ -80,7 +167,8 @@ async def read_json_object(request: Any) -> dict[str, Any]:
     return body
 
 
-Handler = Callable[["RouteContext"], Awaitable[Response]]
+Handler = Callable[["RouteContext"], Awaitable[Any]]
+EnvPredicate = Callable[[Any], bool]
 
 
 @dataclass
@@ -103,6 +191,7 @@ class _Route:
     methods: frozenset[str]
     pattern: re.Pattern[str]
     handler: Handler
+    when: EnvPredicate | None = None
 
 
 def _compile(path: str) -> re.Pattern[str]:
@@ -129,25 +218,31 @@ class Router:
     def __init__(self) -> None:
         self._routes: list[_Route] = []
 
-    def route(self, methods: str | Iterable[str], path: str) -> Callable[[Handler], Handler]:
-        """Decorator registering ``handler`` for ``methods`` (e.g. ``"GET"`` or ``["PUT", "POST"]``)."""
+    def route(
+        self, methods: str | Iterable[str], path: str, *, when: EnvPredicate | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator registering ``handler`` for ``methods`` (e.g. ``"GET"`` or ``["PUT", "POST"]``).
+
+        ``when(env)``, if given, must be true for the route to exist at all (a route that
+        only a test configuration enables is a 404 everywhere else).
+        """
         wanted = frozenset([methods] if isinstance(methods, str) else methods)
 
         def register(handler: Handler) -> Handler:
-            self._routes.append(_Route(frozenset(m.upper() for m in wanted), _compile(path), handler))
+            self._routes.append(_Route(frozenset(m.upper() for m in wanted), _compile(path), handler, when))
             return handler
 
         return register
 
-    async def dispatch(self, request: Any, env: Any, ctx: Any) -> Response:
+    async def dispatch(self, request: Any, env: Any, ctx: Any) -> Any:
         """Answer ``request``; never raises."""
         parts = urlsplit(str(request.url))
-        method = str(request.js_object.method).upper()
+        method = request_method(request)
         allowed: set[str] = set()
         try:
             for route in self._routes:
                 match = route.pattern.match(parts.path)
-                if match is None:
+                if match is None or (route.when is not None and not route.when(env)):
                     continue
                 if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
                     allowed |= route.methods
@@ -164,22 +259,14 @@ class Router:
             return problem_response(404, f"no route for {parts.path}")
         except HttpError as exc:
             return problem_response(exc.status, exc.detail, **exc.extensions)
+        except EdgeKvError as exc:
+            return problem_response(exc.status, exc.detail or None, **_extensions(exc))
         except Exception:
             print(f"Unhandled exception in {method} {parts.path}:\n{traceback.format_exc()}")
             return problem_response(500, "The Worker failed to handle the request.")
 
 
-def rpc_error_status(exc: BaseException) -> int:
-    """400 when a Durable Object rejected the call's arguments (ValueError/TypeError), else 502."""
-    text = str(exc)
-    for marker in ("ValueError", "TypeError"):
-        if marker in text:
-            return 400
-    return 502
-
-
-def rpc_error_detail(exc: BaseException) -> str:
-    """The one-line message of an exception that crossed the RPC boundary."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    line = lines[-1] if lines else type(exc).__name__
-    return line.removeprefix("Error: ")
+def _extensions(exc: EdgeKvError) -> dict[str, Any]:
+    extensions: dict[str, Any] = {"code": exc.code}
+    extensions.update(getattr(exc, "extensions", {}) or {})
+    return extensions

@@ -100,6 +100,25 @@ def test_fencing_accepts_only_tokens_not_below_the_highest_seen(
     assert fencing_accepts(highest, token) is accepted
 
 
+@pytest.mark.parametrize(
+    ("highest", "seen_owner", "token", "owner", "accepted"),
+    [
+        (None, "", 4, "A", True),  # first write: any owner
+        (4, "A", 4, "A", True),  # the same holder again
+        (4, "A", 4, "B", False),  # token 4 issued twice: the second owner is refused
+        (4, "A", 4, "", False),  # a plain token cannot pass as the owner
+        (4, "", 4, "A", False),  # nor an owner as the plain-token writer
+        (4, "", 4, "", True),  # plain tokens, as before owners existed
+        (4, "A", 5, "B", True),  # a newer holder
+        (4, "A", 3, "A", False),  # an older token, whoever sends it
+    ],
+)
+def test_fencing_equal_token_only_from_the_owner_that_used_it_first(
+    highest: int | None, seen_owner: str, token: int, owner: str, accepted: bool
+) -> None:
+    assert fencing_accepts(highest, token, seen_owner, owner) is accepted
+
+
 # --- Lease ----------------------------------------------------------------------
 
 

@@ -241,7 +241,7 @@ async def test_durable_object_replays_the_shared_vectors(api: httpx.AsyncClient)
     async def replay(i: int, case: dict[str, Any]) -> int:
         steps = [{"cost": s["cost"], "now_us": s["now_us"]} for s in case["steps"]]
         async with gate:
-            r = await check(api, f"vec{i}", {"key": f"vectors-{i}", "steps": steps})
+            r = await api.post(f"/ratelimit/vec{i}/replay", json={"key": f"vectors-{i}", "steps": steps})
         assert r.status_code == 200, r.text
         results = r.json()["results"]
         assert len(results) == len(steps)
@@ -440,8 +440,9 @@ async def test_limits_change_through_kv_without_redeploy(api: httpx.AsyncClient)
         ("/ratelimit/per-ip", {"key": "bad-input", "now_us": -5}, 400),
         ("/ratelimit/per-ip", ["key"], 400),
         ("/ratelimit/per-ip", {"key": "bad-input", "steps": []}, 400),
-        ("/ratelimit/per-ip", {"key": "bad-input", "steps": [{"cost": 1, "now_us": 5}, {"cost": 9}]}, 400),
-        ("/ratelimit/per-ip", {"key": "bad-input", "steps": [{"cost": -1, "now_us": 5}]}, 400),
+        ("/ratelimit/per-ip/replay", {"key": "bad-input", "steps": []}, 400),
+        ("/ratelimit/per-ip/replay", {"key": "bad-input", "steps": [{"cost": 1, "now_us": 5}, {"cost": 9}]}, 400),
+        ("/ratelimit/per-ip/replay", {"key": "bad-input", "steps": [{"cost": -1, "now_us": 5}]}, 400),
     ],
 )
 async def test_bad_input_is_a_problem_and_changes_nothing(

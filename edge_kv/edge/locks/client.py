@@ -16,22 +16,25 @@ check (``edge_kv.origin.locks.fencing`` accepts it as a plain int).
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from types import TracebackType
 from typing import Any
 
-from edge_kv.core.errors import LockNotOwned
+from edge_kv.core.errors import InvalidInput, LockAcquireTimeout, LockError, LockNotOwned
 from edge_kv.core.lease import Lease
 from edge_kv.core.validate import check_key, check_positive_int
+from edge_kv.edge.runtime import call_rpc
 
 MAX_RESOURCE_BYTES = 256
 DEFAULT_POLL_MS = 25
 
 
-class LockBusy(Exception):
-    """The lock was not granted within the wait (``reason``: locked, queue full, ...)."""
+class LockBusy(LockAcquireTimeout):
+    """The lock was not granted within the wait (``reason``: locked, queue full, ...).
+
+    The edge's :class:`~edge_kv.core.errors.LockAcquireTimeout`, with what the object said.
+    """
 
     def __init__(self, resource: str, reason: str, holder_expires_at_ms: int | None) -> None:
         super().__init__(f"lock {resource!r} not acquired: {reason}")
@@ -70,7 +73,7 @@ class EdgeLock:
         self.resource = check_resource(resource)
         self.ttl_ms = check_positive_int("ttl_ms", ttl_ms)
         if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or wait_ms < 0:
-            raise ValueError(f"wait_ms must be an integer >= 0, got {wait_ms!r}")
+            raise InvalidInput(f"wait_ms must be an integer >= 0, got {wait_ms!r}")
         self.wait_ms = wait_ms
         self.poll_ms = check_positive_int("poll_ms", poll_ms)
         self.owner = owner or new_owner()
@@ -80,24 +83,24 @@ class EdgeLock:
         return self.namespace.get(self.namespace.idFromName(object_name(self.resource)))
 
     async def acquire(self) -> Lease:
-        """Acquire or raise :class:`LockBusy`; ``ValueError`` for arguments the object refuses."""
+        """Acquire or raise :class:`LockBusy`; ``InvalidInput`` for arguments the object refuses."""
         stub = self._stub()
         deadline = time.monotonic() + self.wait_ms / 1000
         while True:
             remaining = max(0, round((deadline - time.monotonic()) * 1000))
-            reply = json.loads(await stub.acquire(self.owner, self.ttl_ms, remaining))
+            reply = await call_rpc(stub, "acquire", self.owner, self.ttl_ms, remaining)
             if reply["acquired"]:
                 self.lease = Lease(reply["owner"], reply["token"], reply["expires_at_ms"])
                 return self.lease
             if remaining <= 0 or reply["position"] is None:
                 if reply["position"] is not None:
-                    await stub.leave(self.owner)
+                    await call_rpc(stub, "leave", self.owner)
                 raise LockBusy(self.resource, reply["reason"], reply["holder_expires_at_ms"])
             await asyncio.sleep(min(self.poll_ms, remaining) / 1000)
 
     async def extend(self, ttl_ms: int | None = None) -> Lease:
         """Push the expiry to now + ``ttl_ms``; :class:`LockNotOwned` if the lease was lost."""
-        reply = json.loads(await self._stub().extend(self.owner, ttl_ms or self.ttl_ms))
+        reply = await call_rpc(self._stub(), "extend", self.owner, ttl_ms or self.ttl_ms)
         if not reply["ok"]:
             self.lease = None
             raise LockNotOwned(reply["detail"])
@@ -106,7 +109,7 @@ class EdgeLock:
 
     async def release(self) -> None:
         """Release; :class:`LockNotOwned` if the lease already expired or was taken over."""
-        reply = json.loads(await self._stub().release(self.owner))
+        reply = await call_rpc(self._stub(), "release", self.owner)
         self.lease = None
         if not reply["ok"]:
             raise LockNotOwned(reply["detail"])
@@ -117,5 +120,12 @@ class EdgeLock:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.lease is not None:
+        if self.lease is None:
+            return
+        try:
             await self.release()
+        except LockError:
+            # Same rule as the origin locks: the body's own exception matters more;
+            # otherwise a lease that ended under the critical section is news.
+            if exc_type is None:
+                raise

@@ -11,21 +11,20 @@ The record is kept in memory after the first read (the object is its only writer
 memory changes only after a write succeeded), so a call that changes nothing costs no
 storage operation and one that changes the record costs one statement.
 
-Replies are JSON strings (they cross the RPC boundary unchanged); refusals are replies,
-not exceptions, so the Worker can map them to 409 without parsing error text.
+Replies are JSON-able dicts (the shell sends them in the RPC envelope); refusals are
+replies, not exceptions, so the Worker can map them to 409 without parsing error text.
 Bad arguments raise ``ValueError`` before anything is stored.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from edge_kv.core.errors import LockNotOwned
 from edge_kv.core.lease import Lease
 from edge_kv.edge.locks.state import LockLimits, LockRecord
-from edge_kv.edge.ratelimit.sql import sql_exec, sql_rows
+from edge_kv.edge.runtime import sql_exec, sql_rows
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS edge_kv_lock (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL)"
@@ -45,8 +44,10 @@ def lease_json(lease: Lease) -> dict[str, Any]:
     return {"owner": lease.owner, "token": lease.token, "expires_at_ms": lease.expires_at_ms}
 
 
-def _reply(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"))
+def _reply(value: dict[str, Any]) -> dict[str, Any]:
+    """Replies are plain JSON-able dicts; the Durable Object shell puts them in the RPC
+    envelope (:func:`edge_kv.edge.runtime.rpc_method`)."""
+    return value
 
 
 class LockObject:
@@ -90,7 +91,7 @@ class LockObject:
             await self.storage.setAlarm(wake)
             self._alarm_ms = wake
 
-    async def acquire(self, owner: str, ttl_ms: int, wait_ms: int = 0) -> str:
+    async def acquire(self, owner: str, ttl_ms: int, wait_ms: int = 0) -> dict[str, Any]:
         record = await self.load()
         result, after = record.acquire(owner, ttl_ms, now_ms(), self.limits, wait_ms)
         await self.save(record, after)
@@ -104,13 +105,13 @@ class LockObject:
             out.update(lease_json(result.lease))
         return _reply(out)
 
-    async def leave(self, owner: str) -> str:
+    async def leave(self, owner: str) -> dict[str, Any]:
         record = await self.load()
         after = record.leave(owner)
         await self.save(record, after)
         return _reply({"left": after != record})
 
-    async def extend(self, owner: str, ttl_ms: int) -> str:
+    async def extend(self, owner: str, ttl_ms: int) -> dict[str, Any]:
         record = await self.load()
         try:
             lease, after = record.extend(owner, ttl_ms, now_ms(), self.limits)
@@ -119,7 +120,7 @@ class LockObject:
         await self.save(record, after)
         return _reply({"ok": True, **lease_json(lease)})
 
-    async def release(self, owner: str) -> str:
+    async def release(self, owner: str) -> dict[str, Any]:
         record = await self.load()
         try:
             after = record.release(owner, now_ms())
@@ -128,7 +129,7 @@ class LockObject:
         await self.save(record, after)
         return _reply({"ok": True, "token": record.state.last_token})
 
-    async def status(self) -> str:
+    async def status(self) -> dict[str, Any]:
         """Public view: no owner token. ``stored_lease`` tells whether a lease (even an
         expired one) is still in storage, i.e. whether the alarm has cleaned it up."""
         record = await self.load()

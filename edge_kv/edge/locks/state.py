@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edge_kv.core.errors import LockNotOwned
+from edge_kv.core.errors import InvalidInput, LockNotOwned
 from edge_kv.core.lease import Lease, LeaseState
 from edge_kv.core.validate import check_positive_int
 
@@ -41,23 +41,23 @@ class LockLimits:
     def check_ttl(self, ttl_ms: object) -> int:
         ttl = check_positive_int("ttl_ms", ttl_ms)
         if ttl > self.max_ttl_ms:
-            raise ValueError(f"ttl_ms must be <= {self.max_ttl_ms}, got {ttl}")
+            raise InvalidInput(f"ttl_ms must be <= {self.max_ttl_ms}, got {ttl}")
         return ttl
 
     def check_wait(self, wait_ms: object) -> int:
         if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or wait_ms < 0:
-            raise ValueError(f"wait_ms must be an integer >= 0, got {wait_ms!r}")
+            raise InvalidInput(f"wait_ms must be an integer >= 0, got {wait_ms!r}")
         if wait_ms > self.max_wait_ms:
-            raise ValueError(f"wait_ms must be <= {self.max_wait_ms}, got {wait_ms}")
+            raise InvalidInput(f"wait_ms must be <= {self.max_wait_ms}, got {wait_ms}")
         return wait_ms
 
 
 def check_owner(owner: object) -> str:
     """Owner tokens are opaque strings of 8..128 printable ASCII characters."""
     if not isinstance(owner, str) or not 8 <= len(owner) <= 128:
-        raise ValueError("owner must be a string of 8..128 characters")
+        raise InvalidInput("owner must be a string of 8..128 characters")
     if any(ord(c) < 0x21 or ord(c) > 0x7E for c in owner):
-        raise ValueError("owner must be printable ASCII without spaces")
+        raise InvalidInput("owner must be printable ASCII without spaces")
     return owner
 
 

@@ -27,20 +27,21 @@ import json
 from typing import Any
 
 from edge_kv.core.decision import ceil_div
+from edge_kv.core.errors import UpstreamFailed
 from edge_kv.edge.ratelimit.config import LimitSpec
 from edge_kv.edge.ratelimit.keys import object_name
 from edge_kv.edge.ratelimit.limiter import BackendReply
 from edge_kv.edge.ratelimit.limiter import now_us as real_now_us
 from edge_kv.edge.ratelimit.state import decide_stored, decision_from_json, dumps, loads
+from edge_kv.edge.runtime import call_rpc, kv_get, kv_put
 
 KV_MIN_TTL_S = 60
 
 
-def parse_reply(raw: object) -> BackendReply:
-    """Decode the JSON a ``RateLimiter.decide`` call returns."""
-    if not isinstance(raw, str):
-        raise ValueError(f"unexpected reply from the limiter object: {type(raw).__name__}")
-    body = json.loads(raw)
+def parse_reply(body: Any) -> BackendReply:
+    """Decode what a ``RateLimiter.decide`` call returns."""
+    if not isinstance(body, dict):
+        raise UpstreamFailed(f"unexpected reply from the limiter object: {type(body).__name__}")
     decisions = [decision_from_json(d) for d in body["decisions"]]
     return decision_from_json(body["decision"]), decisions, int(body["now_us"])
 
@@ -56,8 +57,7 @@ class DurableObjectBackend:
 
     async def decide(self, spec: LimitSpec, key: str, cost: int, now_us: int | None) -> BackendReply:
         spec_json = json.dumps(spec.to_json(), separators=(",", ":"))
-        raw = await self.stub(spec, key).decide(spec_json, key, cost, now_us)
-        return parse_reply(raw)
+        return parse_reply(await call_rpc(self.stub(spec, key), "decide", spec_json, key, cost, now_us))
 
 
 class KeyLocks:
@@ -104,11 +104,11 @@ class KvBackend:
 
         async def step() -> BackendReply:
             now = now_us if now_us is not None else real_now_us()
-            raw = await self.kv.get(name)
+            raw = await kv_get(self.kv, name)
             outcome = decide_stored(spec.tiers, loads(raw if isinstance(raw, str) else None), now, cost)
             if outcome.stored is not None:
                 ttl = max(KV_MIN_TTL_S, ceil_div(outcome.expires_us - now, 1_000_000))
-                await self.kv.put(name, dumps(outcome.stored), {"expirationTtl": ttl})
+                await kv_put(self.kv, name, dumps(outcome.stored), ttl_s=ttl)
             return outcome.decision, outcome.decisions, now
 
         reply: BackendReply = await self.locks.run(name, step)

@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edge_kv.core.errors import InvalidInput
 from edge_kv.core.ratelimit import Policy
 from edge_kv.core.ratelimit_spec import policy_from_spec, policy_to_spec
 
@@ -50,7 +51,7 @@ MAX_SHARDS = 1024
 MAX_TIERS = 8
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput):
     """The limit configuration is invalid; the message names the path of the bad value."""
 
 

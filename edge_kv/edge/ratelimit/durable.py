@@ -22,10 +22,11 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from edge_kv.core.errors import InvalidInput
 from edge_kv.core.validate import check_cost, check_key
 from edge_kv.edge.ratelimit.config import parse_limit
-from edge_kv.edge.ratelimit.sql import sql_exec, sql_rows
 from edge_kv.edge.ratelimit.state import decide_stored, decision_to_json, dumps, loads
+from edge_kv.edge.runtime import sql_exec, sql_rows
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS edge_kv_ratelimit ("
@@ -36,7 +37,7 @@ SCHEMA = (
 MEMORY_ROWS = 4096
 
 
-class ExplicitClockRefused(ValueError):
+class ExplicitClockRefused(InvalidInput):
     """An explicit ``now_us`` was passed but the test clock is not enabled."""
 
 
@@ -85,15 +86,19 @@ class RateLimitObject:
         if not self.test_clock:
             raise ExplicitClockRefused("now_us is accepted only when EDGE_KV_TEST_CLOCK is enabled")
         if isinstance(now_us, bool) or not isinstance(now_us, int) or not 0 <= now_us < 2**52:
-            raise ValueError(f"now_us must be an integer in [0, 2**52), got {now_us!r}")
+            raise InvalidInput(f"now_us must be an integer in [0, 2**52), got {now_us!r}")
         return now_us
 
-    async def decide(self, spec_json: str, key: str, cost: int, now_us: int | None = None) -> str:
-        """Decide ``cost`` units for ``key`` under the limit ``spec_json``; returns JSON.
+    async def decide(self, spec_json: str, key: str, cost: int, now_us: int | None = None) -> dict[str, Any]:
+        """Decide ``cost`` units for ``key`` under the limit ``spec_json``.
 
-        Raises ``ValueError`` (bad spec, key or cost) before touching storage.
+        Raises ``InvalidInput`` (bad spec, key or cost) before touching storage.
         """
-        spec = parse_limit("rpc", json.loads(spec_json), "spec")
+        try:
+            raw_spec = json.loads(spec_json)
+        except (TypeError, ValueError):
+            raise InvalidInput("spec must be the JSON of a limit") from None
+        spec = parse_limit("rpc", raw_spec, "spec")
         check_key(key)
         for tier in spec.tiers:
             check_cost(cost, tier.limit)
@@ -113,14 +118,11 @@ class RateLimitObject:
             self._remember(key, text)
             if now_us is None:  # rows written at an explicit test time are not real expiries
                 await self._arm(outcome.expires_us // 1000 + 1)
-        return json.dumps(
-            {
-                "decision": decision_to_json(outcome.decision),
-                "decisions": [decision_to_json(d) for d in outcome.decisions],
-                "now_us": now,
-            },
-            separators=(",", ":"),
-        )
+        return {
+            "decision": decision_to_json(outcome.decision),
+            "decisions": [decision_to_json(d) for d in outcome.decisions],
+            "now_us": now,
+        }
 
     async def state(self, key: str) -> str | None:
         """The stored JSON of ``key`` (for tests and operators), ``None`` if none."""

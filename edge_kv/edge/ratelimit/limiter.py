@@ -1,7 +1,7 @@
 """Worker-side rate limiting: deny/allow lists, block cache, backends, fail-open/closed.
 
 :class:`EdgeLimiter` decides one request against the limits that apply to it and
-returns a :class:`Verdict` carrying the HTTP status to answer with (``None`` to let
+returns a :class:`LimitVerdict` carrying the HTTP status to answer with (``None`` to let
 the request through) and the headers to add either way. The backend of each limit
 (a Durable Object per key, or KV) is a :class:`Backend`; this module does no I/O of
 its own, so it runs unchanged under CPython tests.
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge_kv.core.decision import Decision
+from edge_kv.core.errors import InvalidInput, Unavailable
 from edge_kv.core.headers import HasPolicy, rate_limit_headers
 from edge_kv.core.ratelimit import Policy
 from edge_kv.core.validate import check_cost
@@ -42,7 +43,7 @@ class Backend(Protocol):
     async def decide(self, spec: LimitSpec, key: str, cost: int, now_us: int | None) -> BackendReply: ...
 
 
-class BackendError(Exception):
+class BackendError(Unavailable):
     """The backend failed or timed out; the limit's ``on_error`` decides what happens."""
 
 
@@ -51,7 +52,7 @@ def now_us() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class LimitVerdict:
     """What to do with a request.
 
     ``status`` is ``None`` to serve it, 429 (rate limited), 403 (deny list) or 503
@@ -105,7 +106,7 @@ class EdgeLimiter:
         route: str | None = None,
         cost: int = 1,
         at_us: int | None = None,
-    ) -> Verdict:
+    ) -> LimitVerdict:
         """Decide one request. ``at_us`` is an explicit clock for tests (``None``: real time).
 
         Raises ``ValueError`` for a bad ``cost`` before any state is touched.
@@ -114,9 +115,9 @@ class EdgeLimiter:
             for tier in spec.tiers:
                 check_cost(cost, tier.limit)
         if self.config.deny.matches(ip, subject):
-            return Verdict(403, source="deny", detail="the client is on the deny list")
+            return LimitVerdict(403, source="deny", detail="the client is on the deny list")
         if self.config.allow.matches(ip, subject):
-            return Verdict(None, source="allow")
+            return LimitVerdict(None, source="allow")
         keyed: list[tuple[LimitSpec, str]] = []
         for spec in limits:
             key = limit_key(spec, ip=ip, subject=subject, route=route)
@@ -126,7 +127,7 @@ class EdgeLimiter:
 
     async def check_keys(
         self, keyed: Sequence[tuple[LimitSpec, str]], *, cost: int = 1, at_us: int | None = None
-    ) -> Verdict:
+    ) -> LimitVerdict:
         """Decide explicit ``(limit, key)`` pairs (no lists): for trusted service callers."""
         for spec, _ in keyed:
             for tier in spec.tiers:
@@ -142,14 +143,14 @@ class EdgeLimiter:
             if cached is not None:
                 policies.extend(spec.tiers)
                 decisions.append(cached)
-                return Verdict(429, _headers(policies, decisions), cached, spec.name, "block-cache")
+                return LimitVerdict(429, _headers(policies, decisions), cached, spec.name, "block-cache")
             try:
                 combined, tier_decisions, backend_us = await self._call(spec, key, cost, at_us)
             except BackendError as exc:
                 failures.append(f"{spec.name}: {exc}")
                 if spec.on_error == "open":
                     continue
-                return Verdict(
+                return LimitVerdict(
                     503,
                     (("Retry-After", "1"),),
                     None,
@@ -163,7 +164,7 @@ class EdgeLimiter:
             last_at = backend_us
             if not combined.allowed:
                 self.block_cache.block(cache_key, combined, clock, cost)
-                return Verdict(
+                return LimitVerdict(
                     429,
                     _headers(policies, decisions),
                     combined,
@@ -173,9 +174,9 @@ class EdgeLimiter:
                     at_us=backend_us,
                 )
         if not decisions:
-            return Verdict(None, source="fail-open" if failures else "none", failures=tuple(failures))
+            return LimitVerdict(None, source="fail-open" if failures else "none", failures=tuple(failures))
         combined_all = min(decisions, key=lambda d: (d.remaining, -d.reset_after_us))
-        return Verdict(
+        return LimitVerdict(
             None,
             _headers(policies, decisions),
             combined_all,
@@ -194,5 +195,7 @@ class EdgeLimiter:
             return await asyncio.wait_for(backend.decide(spec, key, cost, at_us), spec.timeout_ms / 1000)
         except TimeoutError as exc:
             raise BackendError(f"timed out after {spec.timeout_ms} ms") from exc
+        except InvalidInput:
+            raise  # the caller's input, not the backend, is at fault
         except Exception as exc:
             raise BackendError(f"{type(exc).__name__}: {exc}") from exc

@@ -1,80 +1,37 @@
-"""Locks in the reference Worker: the ``LockService`` Durable Object and its HTTP API.
-
-One object per resource. The HTTP API (service API: ``Authorization: Bearer
-<EDGE_KV_SERVICE_TOKEN>``) lets an origin without Redis take a global lock:
+"""The lock service over HTTP, for origins without Redis (service token required).
 
 * ``POST /locks/{resource}/acquire`` ``{"ttl_ms": int, "wait_ms": int = 0, "owner": str?,
-  "poll_ms": int = 25}``
-  -> 200 ``{"resource", "owner", "token", "expires_at_ms"}``; 409 when not granted in time.
+  "poll_ms": int = 25}`` -> 200 ``{"resource", "owner", "token", "expires_at_ms", "ttl_ms"}``;
+  409 when not granted in time.
 * ``POST /locks/{resource}/extend`` ``{"owner": str, "ttl_ms": int}`` -> 200 / 409.
 * ``POST /locks/{resource}/release`` ``{"owner": str}`` -> 200 / 409 (wrong or expired owner).
 * ``GET /locks/{resource}`` -> public status (never the owner token).
 
-Bounds come from vars: ``EDGE_KV_LOCK_MAX_TTL_MS`` (default 300000),
-``EDGE_KV_LOCK_MAX_WAIT_MS`` (60000), ``EDGE_KV_LOCK_MAX_WAITERS`` (256),
-``EDGE_KV_LOCK_POLL_GRACE_MS`` (2000). Worker code uses
-:class:`edge_kv.edge.locks.client.EdgeLock` directly.
+Bounds come from :func:`edge_kv.edge.locks.settings.lock_limits`. Worker code uses
+:class:`edge_kv.edge.locks.EdgeLock` directly.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from workers import DurableObject
-
 from edge_kv.core.errors import LockNotOwned
+from edge_kv.edge.auth import require_service_token
 from edge_kv.edge.http import HttpError, RouteContext, Router, json_response, read_json_object
 from edge_kv.edge.locks.client import DEFAULT_POLL_MS, EdgeLock, LockBusy, check_resource, new_owner
 from edge_kv.edge.locks.client import object_name as lock_object_name
-from edge_kv.edge.locks.durable import LockObject
+from edge_kv.edge.locks.settings import lock_limits
 from edge_kv.edge.locks.state import LockLimits, check_owner
-from edge_kv.edge.ratelimit.config import ConfigError
-from edge_kv.edge.ratelimit.runtime import env_int, service_auth_error
+from edge_kv.edge.runtime import call_rpc
 
-
-def lock_limits(env: Any) -> LockLimits:
-    return LockLimits(
-        max_ttl_ms=env_int(env, "EDGE_KV_LOCK_MAX_TTL_MS", 300_000, 1, 86_400_000),
-        max_wait_ms=env_int(env, "EDGE_KV_LOCK_MAX_WAIT_MS", 60_000, 0, 3_600_000),
-        max_waiters=env_int(env, "EDGE_KV_LOCK_MAX_WAITERS", 256, 1, 100_000),
-        poll_grace_ms=env_int(env, "EDGE_KV_LOCK_POLL_GRACE_MS", 2_000, 50, 600_000),
-    )
-
-
-class LockService(DurableObject):  # type: ignore[no-untyped-call]  # SDK __init_subclass__ is untyped
-    """One object per resource: lease, fencing token, FIFO waiters, alarm-driven expiry."""
-
-    def __init__(self, ctx: Any, env: Any) -> None:
-        super().__init__(ctx, env)
-        self.logic = LockObject(ctx.storage, lock_limits(env))
-
-    async def acquire(self, owner: str, ttl_ms: int, wait_ms: int = 0) -> str:
-        return await self.logic.acquire(owner, ttl_ms, wait_ms)
-
-    async def leave(self, owner: str) -> str:
-        return await self.logic.leave(owner)
-
-    async def extend(self, owner: str, ttl_ms: int) -> str:
-        return await self.logic.extend(owner, ttl_ms)
-
-    async def release(self, owner: str) -> str:
-        return await self.logic.release(owner)
-
-    async def status(self) -> str:
-        return await self.logic.status()
-
-    async def alarm(self, alarm_info: Any = None) -> None:
-        await self.logic.alarm()
+__all__ = ["register"]
 
 
 def _service(rc: RouteContext) -> LockLimits:
-    error = service_auth_error(rc.env, rc.request.headers.get("authorization"))
-    if error is not None:
-        raise HttpError(error[0], error[1])
+    require_service_token(rc.env, rc.request.headers.get("authorization"))
     try:
         return lock_limits(rc.env)
-    except ConfigError as exc:
+    except ValueError as exc:
         raise HttpError(500, f"lock configuration is invalid: {exc}") from None
 
 
@@ -101,7 +58,7 @@ def _checked(fn: Any, *args: Any) -> Any:
 
 
 def register(router: Router) -> None:
-    """Add the lock routes to ``router``."""
+    """Add the lock routes to ``router`` (the namespace is bound as ``LOCKS``)."""
 
     @router.route("POST", "/locks/{resource}/acquire")
     async def lock_acquire(rc: RouteContext) -> Any:
@@ -113,7 +70,7 @@ def register(router: Router) -> None:
         owner = _checked(check_owner, body["owner"]) if "owner" in body else new_owner()
         poll = body.get("poll_ms", DEFAULT_POLL_MS)
         if isinstance(poll, bool) or not isinstance(poll, int) or not 5 <= poll <= 1000:
-            raise HttpError(400, f"poll_ms must be an integer in [5, 1000], got {poll!r}")
+            raise HttpError(400, f"poll_ms must be an integer in [5, 1000], got {str(poll)[:40]}")
         lock = EdgeLock(rc.env.LOCKS, resource, ttl_ms=ttl, wait_ms=wait, owner=owner, poll_ms=poll)
         try:
             lease = await lock.acquire()
@@ -167,5 +124,5 @@ def register(router: Router) -> None:
         _service(rc)
         resource = _resource(rc)
         ns = rc.env.LOCKS
-        raw = await ns.get(ns.idFromName(lock_object_name(resource))).status()
-        return json_response({"resource": resource, **json.loads(raw)})
+        status = await call_rpc(ns.get(ns.idFromName(lock_object_name(resource))), "status")
+        return json_response({"resource": resource, **status})

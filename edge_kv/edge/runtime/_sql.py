@@ -1,4 +1,4 @@
-"""Small helpers over Durable Object storage (``ctx.storage``) as the Python SDK exposes it.
+"""Small helpers over Durable Object SQL storage (``ctx.storage``) as the Python SDK exposes it.
 
 ``ctx.storage.sql.exec`` is synchronous at the edge (SQLite runs in the object's thread)
 and returns a cursor; through the SDK's binding wrapper ``cursor.toArray()`` yields a

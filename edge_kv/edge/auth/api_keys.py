@@ -1,0 +1,58 @@
+"""API keys stored hashed in Workers KV.
+
+KV ``apikey:<sha256 hex of the key>`` holds the subject id the key authenticates. The
+raw key never reaches storage; what later stages (limits, the origin) see is the subject.
+A lookup is by the digest, so no comparison of secret material happens in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from edge_kv.core.errors import EdgeKvError
+from edge_kv.edge.env import env_binding
+from edge_kv.edge.runtime import kv_get
+
+__all__ = ["API_KEY_HEADER", "UnknownApiKey", "api_key_kv_key", "api_key_subject", "hash_api_key"]
+
+API_KEY_HEADER = "x-api-key"
+KV_PREFIX = "apikey:"
+MAX_API_KEY_BYTES = 256
+
+
+class UnknownApiKey(EdgeKvError):
+    """An API key was presented but is not known (401)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+def hash_api_key(key: str) -> str:
+    """The hex SHA-256 digest under which ``key`` is stored."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def api_key_kv_key(key: str) -> str:
+    """The KV key that holds ``key``'s subject (what an admin writes when issuing a key)."""
+    return KV_PREFIX + hash_api_key(key)
+
+
+async def api_key_subject(env: Any, headers: Any, *, binding_var: str = "EDGE_KV_LIMITS_KV") -> str | None:
+    """The subject of the ``X-Api-Key`` presented in ``headers``, authenticated against KV.
+
+    No header: anonymous (``None``); an unknown or oversized key: :class:`UnknownApiKey`.
+    The KV namespace is the one named by the ``binding_var`` var (default binding ``KV``).
+    """
+    presented = headers.get(API_KEY_HEADER)
+    if not presented:
+        return None
+    if len(presented) > MAX_API_KEY_BYTES:
+        raise UnknownApiKey("unknown API key")
+    kv = env_binding(env, binding_var, "KV")
+    if kv is None:
+        raise UnknownApiKey("unknown API key (no KV namespace holds API keys)")
+    subject = await kv_get(kv, api_key_kv_key(presented))
+    if not subject:
+        raise UnknownApiKey("unknown API key")
+    return subject
