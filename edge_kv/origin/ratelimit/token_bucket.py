@@ -28,7 +28,7 @@ class TokenBucketLimiter(RateLimiter):
     :class:`~.middleware.RateLimitMiddleware` like any ``RateLimiter``. ``redis`` is a
     ``redis.asyncio`` client; ``name`` names the tier in the headers and in the state key;
     ``timeout``, ``fail_open``, ``prefix`` and ``max_key_length`` are ``RateLimiter``'s.
-    Bad arguments raise :class:`~edge_kv.core.errors.InvalidInput` (a ``ValueError``).
+    Bad arguments (``capacity`` not a positive integer, a bad key or cost) raise ``ValueError``.
     """
 
     def __init__(
