@@ -10,4 +10,12 @@ Layout (the architecture, outermost last):
   Never shipped to the edge.
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:
+    # One version source: pyproject.toml, through the installed distribution's metadata.
+    __version__ = _metadata.version("edge-kv")
+except _metadata.PackageNotFoundError:  # vendored without metadata (a Worker upload)
+    __version__ = "0+unknown"
+
+__all__ = ["__version__"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import traceback
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,8 +60,11 @@ class HttpError(EdgeKvError):
 class PlainHeaders:
     """Case-insensitive header list with ``get`` (the part of ``Headers`` tests use)."""
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items = [(k.lower(), v) for k, v in items]
+    __test__ = False  # not a pytest test class when imported as TestHeaders
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        self._items = [(k.lower(), v) for k, v in pairs]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         values = [v for k, v in self._items if k == name.lower()]
@@ -74,6 +77,8 @@ class PlainHeaders:
 class PlainResponse:
     """What the helpers below build off the runtime (unit tests on CPython or plain
     Pyodide): body text, status, headers."""
+
+    __test__ = False
 
     def __init__(self, body: str = "", status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> None:
         self.body = body
