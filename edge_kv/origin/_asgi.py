@@ -1,5 +1,6 @@
 """ASGI plumbing shared by the origin middlewares (private): the ASGI callable types,
-header lookup in a scope and RFC 9457 problem responses."""
+header lookup in a scope, reading a bounded request body and replaying it to the app,
+and RFC 9457 problem responses."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from edge_kv.core.problem import CONTENT_TYPE, problem_json
 
 __all__ = [
     "ASGIApp",
+    "BodyTooLarge",
+    "Disconnected",
     "Message",
     "Receive",
     "Scope",
@@ -17,6 +20,8 @@ __all__ = [
     "encode_headers",
     "header",
     "header_values",
+    "read_body",
+    "replay_body",
     "send_problem",
 ]
 
@@ -59,12 +64,59 @@ def encode_headers(headers: Iterable[HeaderPair]) -> list[tuple[bytes, bytes]]:
     return out
 
 
+class BodyTooLarge(Exception):
+    """The request body is longer than the middleware accepts."""
+
+
+class Disconnected(Exception):
+    """The client went away before the whole body arrived: nothing to run."""
+
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes:
+    """The whole request body; :class:`BodyTooLarge` once more than ``max_bytes`` have
+    arrived, :class:`Disconnected` on ``http.disconnect``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """Give the app the already-read body once, then defer to the server (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 async def send_problem(
-    send: Send, status: int, detail: str, headers: Iterable[HeaderPair] = (), *, instance: str | None = None
+    send: Send,
+    status: int,
+    detail: str,
+    headers: Iterable[HeaderPair] = (),
+    *,
+    instance: str | None = None,
+    **extensions: Any,
 ) -> None:
     """Send a complete ``application/problem+json`` response (RFC 9457, built by
-    :mod:`edge_kv.core.problem`) with ``headers`` after the content type and length."""
-    body = problem_json(status, detail, instance=instance).encode("utf-8")
+    :mod:`edge_kv.core.problem`, with any extension members) with ``headers`` after the
+    content type and length."""
+    body = problem_json(status, detail, instance=instance, **extensions).encode("utf-8")
     await send(
         {
             "type": "http.response.start",

@@ -24,33 +24,32 @@ signed: pass ``target_uri=fixed_origin("https://api.example.com")``.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from edge_kv.core.errors import InvalidInput
 from edge_kv.core.httpsig import Keyring, SignatureRejected
-from edge_kv.core.problem import CONTENT_TYPE, problem_json
+from edge_kv.origin._asgi import (
+    ASGIApp,
+    BodyTooLarge,
+    Disconnected,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    replay_body,
+    send_problem,
+)
 from edge_kv.origin.httpsig.nonces import NonceStore, NonceStoreUnavailable
 from edge_kv.origin.httpsig.verifier import EdgeIdentity, SignaturePolicy, verify_request
 
 __all__ = ["SignatureMiddleware", "edge_identity", "fixed_origin", "target_uri_from_scope"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 TargetUri = Callable[[Scope], str]
 
 STATE_KEY = "edge_identity"
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", ()):
-        if bytes(k).lower() == name:
-            return bytes(v).decode("latin-1")
-    return None
 
 
 def _path_and_query(scope: Scope) -> str:
@@ -65,7 +64,7 @@ def target_uri_from_scope(scope: Scope) -> str:
     the ASGI ``server``). A request sent with an empty query (``/a?``) cannot be told
     from one without (ASGI drops the ``?``)."""
     scheme = scope.get("scheme", "http")
-    host = _header(scope, b"host")
+    host = header(scope, b"host")
     if not host:
         server = scope.get("server")
         if not server:
@@ -95,14 +94,6 @@ def edge_identity(request_or_scope: Any) -> EdgeIdentity | None:
     state = scope.get("state") or {}
     found = state.get(STATE_KEY)
     return found if isinstance(found, EdgeIdentity) else None
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Disconnected(Exception):
-    pass
 
 
 class SignatureMiddleware:
@@ -155,9 +146,9 @@ class SignatureMiddleware:
         instance = scope.get("path")
         try:
             body = await self._read_body(scope, receive)
-        except _Disconnected:
+        except Disconnected:
             return
-        except _TooLarge:
+        except BodyTooLarge:
             await self._problem(
                 send, 413, f"request body exceeds {self.max_body_bytes} bytes", instance, reason="too_large"
             )
@@ -204,25 +195,13 @@ class SignatureMiddleware:
             await self._problem(send, 400, str(exc), instance, reason="bad_request")
             return
         scope.setdefault("state", {})[STATE_KEY] = identity
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > self.max_body_bytes:
-            raise _TooLarge
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _TooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            raise BodyTooLarge
+        return await read_body(receive, self.max_body_bytes)
 
     async def _problem(
         self,
@@ -234,25 +213,5 @@ class SignatureMiddleware:
         reason: str,
         extra: list[tuple[str, str]] | None = None,
     ) -> None:
-        body = problem_json(status, detail, instance=instance, reason=reason).encode("utf-8")
-        headers = [
-            (b"content-type", CONTENT_TYPE.encode("latin-1")),
-            (b"content-length", str(len(body)).encode("latin-1")),
-            (b"cache-control", b"no-store"),
-        ]
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra or ()]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+        headers = [("cache-control", "no-store"), *(extra or ())]
+        await send_problem(send, status, detail, headers, instance=instance, reason=reason)

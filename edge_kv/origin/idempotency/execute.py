@@ -21,7 +21,7 @@ import json
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
@@ -60,9 +60,10 @@ def _is_store(db: object) -> bool:
 
 def _build(db: object, table: str, redis_prefix: str) -> _Prepared:
     if _is_store(db):
-        return _Prepared(db)  # type: ignore[arg-type]
+        return _Prepared(cast(IdempotencyStore, db))
     if isinstance(db, (aioredis.Redis, aioredis.RedisCluster)):
-        return _Prepared(RedisStore(db, prefix=redis_prefix))  # type: ignore[arg-type]
+        client: Any = db  # Redis or RedisCluster
+        return _Prepared(RedisStore(client, prefix=redis_prefix))
     try:
         connect = connection_factory(db)
     except TypeError:

@@ -21,7 +21,20 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from edge_kv.origin._asgi import ASGIApp, Message, Receive, Scope, Send, header, header_values, send_problem
+from edge_kv.origin._asgi import (
+    ASGIApp,
+    BodyTooLarge,
+    Disconnected,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    header,
+    header_values,
+    read_body,
+    replay_body,
+    send_problem,
+)
 
 from .fingerprint import fingerprint, scoped_key
 from .model import FingerprintMismatch, InFlight, StoredResponse, StoreUnavailable
@@ -45,14 +58,6 @@ def header_principal(name: str) -> Principal:
         return header(scope, wanted)
 
     return principal
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _Disconnected(Exception):
-    """The client went away before the whole body arrived: nothing to run."""
 
 
 class _Incomplete(RuntimeError):
@@ -98,10 +103,10 @@ class IdempotencyMiddleware:
             await send_problem(send, 400, str(exc))
             return
         try:
-            body = await self._read_body(receive)
-        except _Disconnected:
+            body = await read_body(receive, self.max_body_bytes)
+        except Disconnected:
             return
-        except _BodyTooLarge:
+        except BodyTooLarge:
             await send_problem(
                 send,
                 413,
@@ -135,7 +140,7 @@ class IdempotencyMiddleware:
         except StoreUnavailable as exc:
             log.error("idempotency store unavailable: %s", exc)
             if self.fail_open:
-                await self.app(scope, _replay_receive(body, receive), send)
+                await self.app(scope, replay_body(body, receive), send)
                 return
             await send_problem(
                 send, 503, "the idempotency store is unavailable; retry later", [(b"retry-after", b"1")]
@@ -158,36 +163,6 @@ class IdempotencyMiddleware:
         if inspect.isawaitable(who):
             who = await who
         return who
-
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _BodyTooLarge()
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
-
-
-def _replay_receive(body: bytes, receive: Receive) -> Receive:
-    """Give the app the already-read body once, then defer to the server (disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 class _Captured:
@@ -218,7 +193,7 @@ async def _capture(
                 complete = True
                 out.response = StoredResponse(status=status, headers=tuple(headers), body=b"".join(chunks))
 
-    await app(scope, _replay_receive(body, receive), capture)
+    await app(scope, replay_body(body, receive), capture)
     if not complete or out.response is None:
         raise _Incomplete("the application returned without sending a complete response")
     return out.response
