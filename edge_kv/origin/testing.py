@@ -2,13 +2,16 @@
 
 Each :class:`RedisServer` runs on a free port with persistence off, in its own
 temporary directory, and can be killed, paused (SIGSTOP) and restarted on the same
-port, which is what failure tests of locks and limiters need.
+port, which is what failure tests of locks and limiters need. :class:`RedisClusterNodes`
+starts several of them with ``--cluster-enabled yes`` and joins them into a real Redis
+Cluster (masters only) with ``redis-cli --cluster create``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,6 +26,32 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+# A cluster node's bus listens on port + 10000, so a node's port must stay below this.
+CLUSTER_BUS_OFFSET = 10_000
+MAX_CLUSTER_PORT = 65_535 - CLUSTER_BUS_OFFSET
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port(taken: set[int] | None = None) -> int:
+    """A port below 55536 whose cluster-bus port (port + 10000) is free as well."""
+    taken = taken or set()
+    for _ in range(1000):
+        port = random.randint(20_000, MAX_CLUSTER_PORT)
+        bus = port + CLUSTER_BUS_OFFSET
+        if port in taken or bus in taken or not (_bindable(port) and _bindable(bus)):
+            continue
+        return port
+    raise RedisServerError("no free port pair (port, port + 10000) found for a cluster node")
 
 
 class RedisServerError(RuntimeError):
@@ -119,6 +148,100 @@ class RedisServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RedisClusterNodes:
+    """A real Redis Cluster of ``masters`` nodes (no replicas), each a :class:`RedisServer`
+    child process with ``--cluster-enabled yes``, joined with
+    ``redis-cli --cluster create``; ready when every node reports ``cluster_state:ok``.
+
+    ``startup_nodes`` are ``(host, port)`` pairs for ``redis.asyncio.cluster.RedisCluster``.
+    :meth:`close` stops every node by its PID (SIGKILL) and removes its directory.
+    """
+
+    def __init__(self, masters: int = 3, *, node_timeout_ms: int = 2000) -> None:
+        if masters < 3:
+            raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        cli = shutil.which("redis-cli")
+        if not cli:
+            raise RedisServerError("redis-cli is not on PATH (Debian: apt-get install redis-tools)")
+        self.cli = cli
+        taken: set[int] = set()
+        ports: list[int] = []
+        for _ in range(masters):
+            port = free_cluster_port(taken)
+            taken.update((port, port + CLUSTER_BUS_OFFSET))
+            ports.append(port)
+        cluster_args = (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(node_timeout_ms),
+        )
+        self.nodes = [RedisServer(port, extra_args=cluster_args) for port in ports]
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", node.port) for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """``redis://`` URL of the first node (``RedisCluster.from_url`` discovers the rest)."""
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> RedisClusterNodes:
+        deadline = time.monotonic() + timeout
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            created = subprocess.run(
+                [self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True,
+                timeout=max(1.0, deadline - time.monotonic()),
+                check=False,
+            )
+            if created.returncode != 0:
+                raise RedisServerError(
+                    "redis-cli --cluster create failed: "
+                    + (created.stdout + created.stderr).decode(errors="replace")[-2000:]
+                )
+            while not all(self._state_ok(node.port) for node in self.nodes):
+                if time.monotonic() > deadline:
+                    raise RedisServerError(f"cluster not ok within {timeout}s")
+                time.sleep(0.05)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    @staticmethod
+    def _state_ok(port: int) -> bool:
+        """``CLUSTER INFO`` over a raw socket: does this node report ``cluster_state:ok``?"""
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5) as s:
+            s.sendall(b"CLUSTER INFO\r\n")
+            data = b""
+            while b"cluster_slots_assigned" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return b"cluster_state:ok" in data
+        return False
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> RedisClusterNodes:
         return self.start()
 
     def __exit__(

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from psycopg import sql
 
 from edge_kv.core.validate import check_key
+from edge_kv.origin import _redis
 from edge_kv.origin._pg import ConnectionFactory, table_identifier
 
 from .model import StoreUnavailable
@@ -47,32 +48,46 @@ def _ttl_ms(ttl_s: float) -> int:
 
 
 class RedisDeduplicator:
+    """``seen``/``forget``/``handle`` on a ``redis.asyncio.Redis`` or ``RedisCluster``
+    client (one key per message id). Every call is bounded by ``timeout`` seconds and a
+    refused connection fails at once; both, like any Redis error, raise
+    :class:`~.model.StoreUnavailable`."""
+
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Any,
         *,
         consumer: str = "default",
         ttl_s: float = 86400,
         prefix: str = "edge_kv:dedup:",
+        timeout: float = 1.0,
     ) -> None:
-        self.redis = redis
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < float("inf")
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        self.redis = _redis.prepare(redis)
         self.ttl_ms = _ttl_ms(ttl_s)
         self.prefix = f"{prefix}{len(consumer)}:{consumer}:"
+        self.timeout = float(timeout)
+
+    async def _call(self, aw: Awaitable[T], what: str) -> T:
+        try:
+            return await _redis.bounded(aw, self.timeout, what, StoreUnavailable)
+        except aioredis.RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
 
     async def seen(self, message_id: str) -> bool:
         """Record ``message_id``; True if it was already recorded (a duplicate)."""
         key = self.prefix + check_message_id(message_id)
-        try:
-            created = await self.redis.set(key, b"1", nx=True, px=self.ttl_ms)
-        except aioredis.RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        created = await self._call(self.redis.set(key, b"1", nx=True, px=self.ttl_ms), "dedup seen")
         return not created
 
     async def forget(self, message_id: str) -> None:
-        try:
-            await self.redis.delete(self.prefix + check_message_id(message_id))
-        except aioredis.RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        key = self.prefix + check_message_id(message_id)
+        await self._call(self.redis.delete(key), "dedup forget")
 
     async def handle(self, message_id: str, handler: Callable[[], Awaitable[Any]]) -> bool:
         """Run ``handler`` unless ``message_id`` was seen; False if skipped. A failing

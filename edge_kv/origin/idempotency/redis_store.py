@@ -12,54 +12,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from edge_kv.origin import _redis
+from edge_kv.origin._scripts import ArgT, LuaScript
 
 from .codec import decode_headers, encode_headers
 from .model import BeginResult, Record, StoredResponse, StoreUnavailable
 
-_BEGIN = """
-local rec = redis.call('HMGET', KEYS[1], 's', 'fp', 'st', 'h', 'b')
-if rec[1] then
-  return {0, rec[1], rec[2] or '', rec[3] or '', rec[4] or '', rec[5] or '', redis.call('PTTL', KEYS[1])}
-end
-redis.call('HSET', KEYS[1], 's', 'p', 'fp', ARGV[1], 't', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1}
-"""
+DEFAULT_TIMEOUT_S = 1.0
 
-_GET = """
-local rec = redis.call('HMGET', KEYS[1], 's', 'fp', 'st', 'h', 'b')
-if not rec[1] then return {0} end
-return {1, rec[1], rec[2] or '', rec[3] or '', rec[4] or '', rec[5] or '', redis.call('PTTL', KEYS[1])}
-"""
-
-_COMPLETE = """
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
-redis.call('HDEL', KEYS[1], 't')
-redis.call('HSET', KEYS[1], 's', 'd', 'st', ARGV[2], 'h', ARGV[3], 'b', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
-
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-"""
-
-_EXTEND = """
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-_PUT_DONE = """
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 's', 'd', 'fp', ARGV[1], 'st', ARGV[2], 'h', ARGV[3], 'b', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
+_PACKAGE = "edge_kv.origin.idempotency"
+_BEGIN = LuaScript.from_package(_PACKAGE, "idem_begin.lua")
+_GET = LuaScript.from_package(_PACKAGE, "idem_get.lua")
+_COMPLETE = LuaScript.from_package(_PACKAGE, "idem_complete.lua")
+_RELEASE = LuaScript.from_package(_PACKAGE, "idem_release.lua")
+_EXTEND = LuaScript.from_package(_PACKAGE, "idem_extend.lua")
+_PUT_DONE = LuaScript.from_package(_PACKAGE, "idem_put_done.lua")
 
 
 def _s(v: Any) -> str:
@@ -79,77 +48,75 @@ def _record(fields: list[Any]) -> Record:
 
 
 class RedisStore:
-    """:class:`~.model.IdempotencyStore` on one Redis (``redis.asyncio.Redis`` created with
-    ``decode_responses=False``: bodies are bytes)."""
+    """:class:`~.model.IdempotencyStore` on Redis: a ``redis.asyncio.Redis`` or
+    ``redis.asyncio.cluster.RedisCluster`` client created with ``decode_responses=False``
+    (bodies are bytes). Every script touches one key, so a cluster needs no hash tags.
 
-    def __init__(self, redis: aioredis.Redis, *, prefix: str = "edge_kv:idem:") -> None:
-        if redis.connection_pool.connection_kwargs.get("decode_responses"):
+    Every call is bounded by ``timeout`` seconds and a refused connection fails at once;
+    both, like any Redis error, raise :class:`~.model.StoreUnavailable`.
+    """
+
+    def __init__(
+        self, redis: Any, *, prefix: str = "edge_kv:idem:", timeout: float = DEFAULT_TIMEOUT_S
+    ) -> None:
+        if redis.get_connection_kwargs().get("decode_responses"):
             raise ValueError("RedisStore needs a client with decode_responses=False (bodies are bytes)")
-        self.redis = redis
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < float("inf")
+        ):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+        self.redis = _redis.prepare(redis)
         self.prefix = prefix
-        self._begin = redis.register_script(_BEGIN)
-        self._get = redis.register_script(_GET)
-        self._complete = redis.register_script(_COMPLETE)
-        self._release = redis.register_script(_RELEASE)
-        self._extend = redis.register_script(_EXTEND)
-        self._put_done = redis.register_script(_PUT_DONE)
+        self.timeout = float(timeout)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
 
-    async def begin(self, key: str, fingerprint: str, token: str, lease_ms: int) -> BeginResult:
+    async def _run(self, sc: LuaScript, key: str, args: list[ArgT]) -> Any:
         try:
-            out = await self._begin(keys=[self._k(key)], args=[fingerprint, token, lease_ms])
+            return await _redis.run_script(
+                sc, self.redis, [self._k(key)], args, self.timeout, f"idempotency {sc.name}", StoreUnavailable
+            )
         except RedisError as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
+
+    async def begin(self, key: str, fingerprint: str, token: str, lease_ms: int) -> BeginResult:
+        out = await self._run(_BEGIN, key, [fingerprint, token, lease_ms])
         if int(out[0]) == 1:
             return BeginResult(acquired=True)
         return BeginResult(acquired=False, record=_record(out[1:]))
 
     async def get(self, key: str) -> Record | None:
-        try:
-            out = await self._get(keys=[self._k(key)])
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        out = await self._run(_GET, key, [])
         return _record(out[1:]) if int(out[0]) == 1 else None
 
     async def complete(self, key: str, token: str, response: StoredResponse, ttl_ms: int) -> bool:
-        args: list[str | int | bytes] = [
+        args: list[ArgT] = [
             token,
             response.status,
             encode_headers(response.headers),
             response.body,
             ttl_ms,
         ]
-        try:
-            return int(await self._complete(keys=[self._k(key)], args=args)) == 1
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return int(await self._run(_COMPLETE, key, args)) == 1
 
     async def release(self, key: str, token: str) -> bool:
-        try:
-            return int(await self._release(keys=[self._k(key)], args=[token])) == 1
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return int(await self._run(_RELEASE, key, [token])) == 1
 
     async def extend(self, key: str, token: str, lease_ms: int) -> bool:
-        try:
-            return int(await self._extend(keys=[self._k(key)], args=[token, lease_ms])) == 1
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return int(await self._run(_EXTEND, key, [token, lease_ms])) == 1
 
     async def put_done(self, key: str, fingerprint: str, response: StoredResponse, ttl_ms: int) -> None:
         """Write a done record unconditionally (the layered store's cache fill)."""
         if ttl_ms <= 0:
             return
-        args: list[str | int | bytes] = [
+        args: list[ArgT] = [
             fingerprint,
             response.status,
             encode_headers(response.headers),
             response.body,
             ttl_ms,
         ]
-        try:
-            await self._put_done(keys=[self._k(key)], args=args)
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        await self._run(_PUT_DONE, key, args)

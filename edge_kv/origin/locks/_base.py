@@ -107,8 +107,10 @@ class LeaseLock(ABC):
 
     # -- backend hooks -------------------------------------------------------------------
     @abstractmethod
-    async def _attempt(self, owner: str) -> Attempt:
-        """One acquisition attempt with ``owner``; must leave nothing behind on refusal."""
+    async def _attempt(self, owner: str, until: float) -> Attempt:
+        """One acquisition attempt with ``owner``; must leave nothing behind on refusal
+        (or leave it to expire by TTL) and return by ``until`` (``time.monotonic()``);
+        :meth:`_budget` gives each round trip its share."""
 
     @abstractmethod
     async def _extend(self, owner: str, ttl_ms: int) -> int:
@@ -146,13 +148,18 @@ class LeaseLock(ABC):
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
     # -- operations ----------------------------------------------------------------------
+    def _budget(self, until: float) -> float:
+        """Seconds the next round trip may take: ``op_timeout``, cut at ``until``."""
+        return max(0.0, min(self.op_timeout, until - time.monotonic()))
+
     async def try_acquire(self) -> int | None:
         """One attempt: the fencing token, or ``None`` if someone else holds the lock.
+        Returns within ``op_timeout``.
 
         Raises :class:`LockUnavailable` if the backend does not answer.
         """
         await self._check_free()
-        attempt = await self._one_attempt()
+        attempt = await self._one_attempt(time.monotonic() + self.op_timeout)
         if attempt.token is None and not attempt.available:
             raise LockUnavailable(f"lock {self.name!r}: {attempt.detail or 'backend unavailable'}")
         return attempt.token
@@ -163,7 +170,10 @@ class LeaseLock(ABC):
 
         Returns the fencing token. Raises :class:`LockAcquireTimeout` if the lock stayed
         held by others, :class:`LockUnavailable` if the last attempt could not reach the
-        backend (quorum).
+        backend (quorum). Returns or raises within ``blocking_timeout + op_timeout``: an
+        attempt starts only before ``blocking_timeout`` has passed, and all of its round
+        trips (for Redlock: the fan-out, raising counters, undoing a failed attempt)
+        finish within one ``op_timeout`` of the deadline.
         """
         await self._check_free()
         wait = self.blocking_timeout if isinstance(blocking_timeout, _Unset) else blocking_timeout
@@ -172,9 +182,10 @@ class LeaseLock(ABC):
         ):
             raise ValueError(f"blocking_timeout must be None or a finite number >= 0, got {wait!r}")
         deadline = None if wait is None else time.monotonic() + wait
+        until = float("inf") if deadline is None else deadline + self.op_timeout
         lo, hi = self.retry_delay_ms
         while True:
-            attempt = await self._one_attempt()
+            attempt = await self._one_attempt(until)
             if attempt.token is not None:
                 return attempt.token
             now = time.monotonic()
@@ -190,10 +201,10 @@ class LeaseLock(ABC):
                 delay = min(delay, max(0.0, deadline - now))
             await asyncio.sleep(delay)
 
-    async def _one_attempt(self) -> Attempt:
+    async def _one_attempt(self, until: float) -> Attempt:
         owner = secrets.token_hex(16)
         started = time.monotonic()
-        attempt = await self._attempt(owner)
+        attempt = await self._attempt(owner, until)
         if attempt.token is not None:
             self._granted(owner, attempt.token, started, attempt.validity_ms)
         return attempt

@@ -1,34 +1,32 @@
-"""Bounded Redis calls shared by the lock modules.
+"""Bounded Redis calls of the lock modules: :mod:`edge_kv.origin._redis` with
+:class:`LockUnavailable` as the error.
 
-Every command runs under :func:`asyncio.timeout`, whatever socket timeouts the caller's
-client has, so a dead or SIGSTOPped Redis costs at most ``op_timeout`` seconds and
-surfaces as :class:`LockUnavailable` instead of a hang or a transport exception.
-Scripts go through the shared :class:`edge_kv.origin._scripts.LuaScript` (EVALSHA, EVAL
-on NOSCRIPT), so one script object serves every client and every Redlock node.
+Every command runs under :func:`asyncio.timeout` (a dead or SIGSTOPped Redis costs at
+most ``op_timeout`` seconds), a refused connection fails at once instead of going
+through redis-py's retry backoff, and transport failures surface as
+:class:`LockUnavailable`. Scripts go through the shared
+:class:`edge_kv.origin._scripts.LuaScript` (EVALSHA, EVAL on NOSCRIPT), so one script
+object serves every client and every Redlock node.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from edge_kv.core.validate import check_positive_number
+from edge_kv.origin import _redis
+from edge_kv.origin._redis import UNREACHABLE
 from edge_kv.origin._scripts import ArgT, LuaScript
 from edge_kv.origin.locks.errors import LockUnavailable
+
+__all__ = ["DEFAULT_OP_TIMEOUT_S", "MAX_TOKEN", "UNREACHABLE", "bounded", "check_op_timeout", "run"]
 
 T = TypeVar("T")
 
 DEFAULT_OP_TIMEOUT_S = 2.0
 # Lua numbers are IEEE doubles: integers above this stop being exact.
 MAX_TOKEN = 2**53 - 1
-
-# Errors meaning "this node did not answer" (as opposed to a script error).
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
 
 def check_op_timeout(value: object) -> float:
@@ -46,20 +44,16 @@ def check_token(value: object) -> int:
 
 async def bounded(aw: Awaitable[T], limit_s: float, what: str) -> T:
     """Await ``aw`` for at most ``limit_s`` seconds; transport failures become LockUnavailable."""
-    try:
-        async with asyncio.timeout(limit_s):
-            return await aw
-    except UNREACHABLE as exc:
-        raise LockUnavailable(f"{what}: Redis unreachable or too slow ({type(exc).__name__}: {exc})") from exc
+    return await _redis.bounded(aw, limit_s, what, LockUnavailable)
 
 
 async def run(
     sc: LuaScript,
-    client: aioredis.Redis,
+    client: Any,
     keys: Sequence[str],
     args: Sequence[ArgT],
     limit_s: float,
     what: str,
 ) -> Any:
     """Run ``sc`` on ``client`` within ``limit_s`` seconds (see :func:`bounded`)."""
-    return await bounded(sc.run(client, keys, args), limit_s, what)
+    return await _redis.run_script(sc, client, keys, args, limit_s, what, LockUnavailable)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-
-import redis.asyncio as aioredis
+from typing import Any
 
 from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR
+from edge_kv.origin import _redis
 from edge_kv.origin.locks._base import (
     DEFAULT_BLOCKING_TIMEOUT_S,
     DEFAULT_RENEW_FRACTION,
@@ -38,8 +38,10 @@ DEFAULT_LOCK_NAMESPACE = "edge_kv:lock"
 class RedisLock(LeaseLock):
     """``async with RedisLock(redis, "invoice:42", ttl_ms=10_000) as lock: ... lock.token``
 
-    Every Redis command is bounded by ``op_timeout`` seconds (:class:`LockUnavailable`
-    after it). ``blocking_timeout`` bounds :meth:`acquire` (``None``: wait forever);
+    ``redis`` is a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+    client (both keys of a lock share the ``{name}`` hash tag, so one slot). Every Redis
+    command is bounded by ``op_timeout`` seconds (:class:`LockUnavailable` after it; a
+    refused connection raises it at once). ``blocking_timeout`` bounds :meth:`acquire` (``None``: wait forever);
     retries sleep a random ``retry_delay_ms`` interval (shortened to the holder's
     remaining TTL when that is sooner). With ``auto_renew`` a task extends the lease
     every ``ttl_ms * renew_fraction`` until release; :attr:`lost` reports a failed renewal.
@@ -47,7 +49,7 @@ class RedisLock(LeaseLock):
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Any,
         name: str,
         *,
         ttl_ms: int = DEFAULT_TTL_MS,
@@ -70,9 +72,9 @@ class RedisLock(LeaseLock):
             op_timeout=op_timeout,
             namespace=namespace,
         )
-        self.redis = redis
+        self.redis = _redis.prepare(redis)
 
-    async def _attempt(self, owner: str) -> Attempt:
+    async def _attempt(self, owner: str, until: float) -> Attempt:
         started = time.monotonic()
         token, pttl, _counter = acquire_reply(
             await run(
@@ -80,7 +82,7 @@ class RedisLock(LeaseLock):
                 self.redis,
                 [self.key, self.counter_key],
                 [owner, self.ttl_ms],
-                self.op_timeout,
+                self._budget(until),
                 f"acquire {self.name!r}",
             )
         )
@@ -88,14 +90,17 @@ class RedisLock(LeaseLock):
             return Attempt(None, holder_pttl_ms=int(pttl))
         validity = self._validity(self.ttl_ms, time.monotonic() - started)
         if validity <= 0:
-            # The reply came too late to rely on: give the lease back.
-            await self._release_quietly(owner)
+            # The reply came too late to rely on: give the lease back (if time is left;
+            # otherwise it expires by its TTL, which has all but run out anyway).
+            await self._release_quietly(owner, self._budget(until))
             return Attempt(None, detail="acquired too late to be valid")
         return Attempt(int(token), validity_ms=validity)
 
-    async def _release_quietly(self, owner: str) -> None:
+    async def _release_quietly(self, owner: str, limit_s: float) -> None:
+        if limit_s <= 0:
+            return
         with contextlib.suppress(LockUnavailable):
-            await run(RELEASE, self.redis, [self.key], [owner], self.op_timeout, "release")
+            await run(RELEASE, self.redis, [self.key], [owner], limit_s, "release")
 
     async def _extend(self, owner: str, ttl_ms: int) -> int:
         started = time.monotonic()

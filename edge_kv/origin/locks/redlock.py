@@ -17,6 +17,13 @@ Acquire (one attempt):
 In steady state every node has the same counter, so step 3 is skipped and acquisition
 is one concurrent round trip. Why tokens are strictly increasing, and what breaks it,
 is in docs/origin-locks.md ("Redlock fencing tokens").
+
+Time bound: ``acquire(blocking_timeout=b)`` returns or raises within ``b + op_timeout``.
+A refused connection fails at once (the nodes' clients make one attempt inside edge_kv
+calls); an attempt starts only before ``b``; its rounds after the first share what is
+left of one ``op_timeout`` past ``b``, and undoing a failed attempt on nodes that do not
+answer in that time continues in the background (bounded by ``op_timeout``; a lease
+left behind expires by its TTL).
 """
 
 from __future__ import annotations
@@ -26,9 +33,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, quorum
+from edge_kv.origin import _redis
 from edge_kv.origin._scripts import LuaScript
 from edge_kv.origin.locks._base import (
     DEFAULT_BLOCKING_TIMEOUT_S,
@@ -37,7 +43,7 @@ from edge_kv.origin.locks._base import (
     Attempt,
     LeaseLock,
 )
-from edge_kv.origin.locks._io import UNREACHABLE, run
+from edge_kv.origin.locks._io import run
 from edge_kv.origin.locks._lua import ACQUIRE, EXTEND, RAISE_COUNTER, RELEASE, acquire_reply
 from edge_kv.origin.locks.errors import LockNotOwned, LockUnavailable
 
@@ -49,15 +55,16 @@ DEFAULT_REDLOCK_RETRY_DELAY_MS = (20, 100)
 class Redlock(LeaseLock):
     """``async with Redlock([r1, r2, r3, r4, r5], "job:7", ttl_ms=10_000) as lock: lock.token``
 
-    ``clients`` are asyncio clients of *independent* Redis servers (not replicas of one
-    another). ``op_timeout`` bounds each node's call and should be small next to
-    ``ttl_ms``: a slow node must not eat the validity. Other options as in
-    :class:`~edge_kv.origin.locks.redis_lock.RedisLock`.
+    ``clients`` are asyncio clients of *independent* Redis deployments (not replicas of
+    one another): ``redis.asyncio.Redis``, or ``RedisCluster`` for a node that is itself
+    a cluster (a lock's keys share one slot). ``op_timeout`` bounds each round of calls
+    and should be small next to ``ttl_ms``: a slow node must not eat the validity. Other
+    options as in :class:`~edge_kv.origin.locks.redis_lock.RedisLock`.
     """
 
     def __init__(
         self,
-        clients: Sequence[aioredis.Redis],
+        clients: Sequence[Any],
         name: str,
         *,
         ttl_ms: int = DEFAULT_TTL_MS,
@@ -85,56 +92,43 @@ class Redlock(LeaseLock):
             op_timeout=op_timeout,
             namespace=namespace,
         )
-        self.clients = clients
+        self.clients = [_redis.prepare(c) for c in clients]
         self.quorum = quorum(len(clients))
 
-    async def _fan_out(self, sc: LuaScript, keys: list[str], args: list[str | int]) -> list[Any]:
-        """Run ``sc`` on every node at once under ONE ``op_timeout`` timer.
+    async def _fan_out(
+        self, sc: LuaScript, keys: list[str], args: list[str | int], limit_s: float | None = None
+    ) -> list[Any]:
+        """Run ``sc`` on every node at once under ONE timer (default ``op_timeout``).
 
         Returns each node's reply, or ``None`` for a node that did not answer in time or
-        is unreachable. One timer for all nodes (rather than one per call) is cheaper, and
-        a slow node still cannot delay the answer past ``op_timeout``.
+        is unreachable (a refused connection answers at once). One timer for all nodes
+        (rather than one per call) is cheaper, and a slow node still cannot delay the
+        answer past the limit.
         """
-        tasks = [asyncio.ensure_future(sc.run(c, keys, args)) for c in self.clients]
-        try:
-            _, pending = await asyncio.wait(tasks, timeout=self.op_timeout)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            raise
-        for t in pending:
-            t.cancel()
-        replies: list[Any] = []
-        for t in tasks:
-            if t in pending:
-                replies.append(None)
-                continue
-            exc = t.exception()
-            if exc is None:
-                replies.append(t.result())
-            elif isinstance(exc, UNREACHABLE):
-                replies.append(None)
-            else:
-                raise exc
-        return replies
+        limit = self.op_timeout if limit_s is None else limit_s
+        for client in self.clients:
+            _redis.check_same_slot(client, keys, f"redlock {self.name!r}")
+        return await _redis.fan_out([sc.run(c, keys, args) for c in self.clients], limit)
 
-    async def _raise_on_node(self, client: aioredis.Redis, owner: str, token: int) -> bool:
+    async def _raise_on_node(self, client: Any, owner: str, token: int, limit_s: float) -> bool:
         try:
             ok = await run(
-                RAISE_COUNTER, client, [self.key, self.counter_key], [owner, token], self.op_timeout, "raise"
+                RAISE_COUNTER, client, [self.key, self.counter_key], [owner, token], limit_s, "raise"
             )
         except LockUnavailable:
             return False
         return bool(ok)
 
-    async def _attempt(self, owner: str) -> Attempt:
+    async def _attempt(self, owner: str, until: float) -> Attempt:
         started = time.monotonic()
-        raw = await self._fan_out(ACQUIRE, [self.key, self.counter_key], [owner, self.ttl_ms])
+        raw = await self._fan_out(
+            ACQUIRE, [self.key, self.counter_key], [owner, self.ttl_ms], self._budget(until)
+        )
         replies = [None if r is None else acquire_reply(r) for r in raw]
         answered = sum(r is not None for r in replies)
         granted = [(i, r[0]) for i, r in enumerate(replies) if r is not None and r[0] > 0]
         if len(granted) < self.quorum:
-            await self._release_all(owner)
+            await self._undo(owner, until)
             pttls = [r[1] for r in replies if r is not None and r[0] == 0 and r[1] > 0]
             return Attempt(
                 None,
@@ -150,15 +144,26 @@ class Redlock(LeaseLock):
         at_token = sum(t == token for _, t in granted)
         if at_token < self.quorum:
             lagging = [i for i, t in granted if t < token]
+            limit = self._budget(until)
             raised = await asyncio.gather(
-                *(self._raise_on_node(self.clients[i], owner, token) for i in lagging)
+                *(self._raise_on_node(self.clients[i], owner, token, limit) for i in lagging)
             )
             at_token += sum(raised)
         validity = self._validity(self.ttl_ms, time.monotonic() - started)
         if at_token < self.quorum or validity <= 0:
-            await self._release_all(owner)
+            await self._undo(owner, until)
             return Attempt(None, detail="granted by a quorum but could not confirm token/validity in time")
         return Attempt(token, validity_ms=validity)
+
+    async def _undo(self, owner: str, until: float) -> None:
+        """Release a failed attempt on every node (compare-and-delete: safe everywhere).
+
+        The caller waits at most until ``until``; nodes that have not answered by then
+        are left to the release round, which runs on in the background for at most
+        ``op_timeout`` (a lease it cannot delete expires by its TTL).
+        """
+        wait = None if until == float("inf") else until - time.monotonic()
+        await _redis.finish_or_detach(self._release_all(owner), wait)
 
     async def _each(self, sc_name: str, owner: str, ttl_ms: int = 0) -> list[bool | None]:
         sc = RELEASE if sc_name == "release" else EXTEND

@@ -1,18 +1,19 @@
 """Redis-backed rate limiter: every tier of a key decided in one Lua call, one round trip.
 
-The arithmetic is :mod:`edge_kv.core.ratelimit`; ``lua/limit.lua`` mirrors it and a
-property test proves they agree. Time is the Redis server's (``TIME`` inside the
+The arithmetic is :mod:`edge_kv.core.ratelimit`; ``limit.lua`` (package data beside
+this module) mirrors it and a property test proves they agree. Time is the Redis server's (``TIME`` inside the
 script), so clients with skewed clocks still share one consistent limit.
 
 Failure policy: a call that cannot reach Redis within ``timeout`` seconds (refused
 connection, dead or paused server, any Redis error) either admits (``fail_open=True``;
 the result says ``degraded=True``) or raises :class:`RateLimiterUnavailable`
-(``fail_open=False``, the default). It never waits longer than ``timeout``.
+(``fail_open=False``, the default). It never waits longer than ``timeout``, and a
+refused connection fails at once (see :mod:`edge_kv.origin._redis`). Works with
+``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,11 +33,12 @@ from edge_kv.core.ratelimit import (
     TokenBucket,
 )
 from edge_kv.core.validate import MAX_KEY_LENGTH, check_cost, check_key
+from edge_kv.origin import _redis
 from edge_kv.origin._scripts import LuaScript
 
 log = logging.getLogger(__name__)
 
-LIMIT_SCRIPT = LuaScript.from_package("edge_kv.origin.ratelimit", "lua/limit.lua")
+LIMIT_SCRIPT = LuaScript.from_package("edge_kv.origin.ratelimit", "limit.lua")
 
 
 class RateLimiterUnavailable(Unavailable, RuntimeError):
@@ -88,7 +90,8 @@ def _wire(policy: Policy) -> tuple[str, str, int, int]:
 class RateLimiter:
     """One or more limits (tiers) applied together to each key.
 
-    ``redis`` is a ``redis.asyncio.Redis`` client. State keys are
+    ``redis`` is a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+    client. State keys are
     ``{prefix}{{{key}}}:{tier name}:{kind}``: the key is a hash tag, so all tiers of a key
     live in one Cluster slot and one script can touch them all.
     """
@@ -122,7 +125,7 @@ class RateLimiter:
             or not 0 < timeout < float("inf")
         ):
             raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
-        self.redis = redis
+        self.redis = _redis.prepare(redis)
         self.policies: tuple[Policy, ...] = tiers
         self.prefix = prefix
         self.timeout = float(timeout)
@@ -156,9 +159,10 @@ class RateLimiter:
         keys = self._check(key, cost, now_us)
         args = [b"" if now_us is None else now_us, cost, self._spec]
         try:
-            async with asyncio.timeout(self.timeout):
-                reply = await LIMIT_SCRIPT.run(self.redis, keys, args)
-        except (RedisError, OSError, TimeoutError) as exc:
+            reply = await _redis.run_script(
+                LIMIT_SCRIPT, self.redis, keys, args, self.timeout, "rate limiter", RateLimiterUnavailable
+            )
+        except (RateLimiterUnavailable, RedisError) as exc:
             return self._unavailable(exc)
         return self._result(reply)
 
@@ -167,9 +171,14 @@ class RateLimiter:
         return await self.hit(key, 0, now_us=now_us)
 
     async def reset(self, key: str) -> None:
-        """Forget ``key``'s state in every tier (an administrative unblock)."""
-        async with asyncio.timeout(self.timeout):
-            await self.redis.delete(*self.keys_for(key))
+        """Forget ``key``'s state in every tier (an administrative unblock).
+
+        Raises :class:`RateLimiterUnavailable` if Redis does not answer in ``timeout``.
+        """
+        keys = self.keys_for(key)
+        await _redis.bounded(
+            self.redis.delete(*keys), self.timeout, "rate limiter reset", RateLimiterUnavailable
+        )
 
     def _result(self, reply: bytes | str) -> RateLimitResult:
         values = [int(v) for v in (reply.split(b",") if isinstance(reply, bytes) else reply.split(","))]
@@ -182,9 +191,10 @@ class RateLimiter:
         return RateLimitResult(combined, tuple(decisions), self.policies, now_us)
 
     def _unavailable(self, exc: BaseException) -> RateLimitResult:
-        reason = type(exc).__name__ if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        cause = exc.__cause__ if isinstance(exc, RateLimiterUnavailable) and exc.__cause__ else exc
+        reason = _redis.describe(cause)
         if not self.fail_open:
-            raise RateLimiterUnavailable(f"rate limiter store unavailable ({reason})") from exc
+            raise RateLimiterUnavailable(f"rate limiter store unavailable ({reason})") from cause
         log.warning("rate limiter failing open: %s", reason)
         decisions = tuple(Decision(True, p.limit, p.limit, 0, 0, p.name) for p in self.policies)
         return RateLimitResult(most_restrictive(list(decisions)), decisions, self.policies, 0, degraded=True)

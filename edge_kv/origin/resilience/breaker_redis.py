@@ -16,28 +16,31 @@ not raise: it switches to ``on_redis_error`` for ``redis_retry_after`` seconds â
 
 from __future__ import annotations
 
-import asyncio
-from importlib import resources
 from typing import Any, Literal
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge_kv.core import breaker as policy
 from edge_kv.core.breaker import BreakerConfig
 from edge_kv.core.breaker import BreakerDecision as Verdict
 from edge_kv.core.clock import SYSTEM_CLOCK, Clock
+from edge_kv.core.errors import Unavailable
+from edge_kv.origin import _redis
+from edge_kv.origin._scripts import LuaScript
 from edge_kv.origin.resilience.breaker import LocalBreakerStore
 
-LUA = resources.files("edge_kv.origin.resilience").joinpath("breaker.lua").read_text(encoding="utf-8")
+BREAKER_SCRIPT = LuaScript.from_package("edge_kv.origin.resilience", "breaker.lua")
+LUA = BREAKER_SCRIPT.source
 
 
 class RedisBreakerStore:
-    """A :class:`~.breaker.BreakerStore` on Redis (``redis.asyncio`` client)."""
+    """A :class:`~.breaker.BreakerStore` on Redis: a ``redis.asyncio.Redis`` or
+    ``redis.asyncio.cluster.RedisCluster`` client (one key per breaker). A refused
+    connection counts as a Redis failure at once, without waiting out ``timeout``."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Any,
         *,
         prefix: str = "edge_kv:breaker:",
         timeout: float = 0.25,
@@ -51,7 +54,7 @@ class RedisBreakerStore:
             raise ValueError(f"on_redis_error must be 'local', 'open' or 'closed', got {on_redis_error!r}")
         if not timeout > 0 or not redis_retry_after >= 0 or not ttl >= 1:
             raise ValueError("timeout must be > 0, redis_retry_after >= 0 and ttl >= 1 second")
-        self.redis = redis
+        self.redis = _redis.prepare(redis)
         self.prefix = prefix
         self.timeout = timeout
         self.on_redis_error = on_redis_error
@@ -63,7 +66,6 @@ class RedisBreakerStore:
         self.local = LocalBreakerStore(self.clock)
         self.redis_errors = 0
         self._down_until = float("-inf")
-        self._script = redis.register_script(LUA)
 
     @property
     def degraded(self) -> bool:
@@ -76,9 +78,10 @@ class RedisBreakerStore:
         now = "" if self.use_server_time else str(int(self.clock.time() * 1000))
         args = [op, now, self._ttl, *cfg.lua_argv, *extra]
         try:
-            async with asyncio.timeout(self.timeout):
-                r = await self._script(keys=[self.prefix + name], args=args)
-        except (RedisError, OSError, TimeoutError):
+            r = await _redis.run_script(
+                BREAKER_SCRIPT, self.redis, [self.prefix + name], args, self.timeout, f"breaker {name!r}"
+            )
+        except (Unavailable, RedisError):
             self.redis_errors += 1
             self._down_until = self.clock.monotonic() + self.redis_retry_after
             return None

@@ -93,6 +93,40 @@ async def test_paused_node_is_bounded_by_op_timeout(cluster: Cluster) -> None:
         servers[4].resume()
 
 
+@pytest.mark.parametrize("failure", ["killed", "paused"])
+async def test_acquire_bounded_by_blocking_timeout_plus_one_op_timeout(
+    redis_servers: Callable[[int], list[RedisServer]], failure: str
+) -> None:
+    """3 of 5 nodes down: acquire(blocking_timeout=b) raises LockUnavailable within
+    b + op_timeout (the documented bound), whether the nodes refuse connections (killed)
+    or accept and never answer (SIGSTOP). Clients as users build them (redis-py's
+    default Retry: 3 retries with backoff)."""
+    servers = redis_servers(5)
+    clients = [aioredis.Redis(host="127.0.0.1", port=s.port) for s in servers]
+    blocking, op = 0.5, 0.2
+    try:
+        lock = Redlock(clients, "res", ttl_ms=2000, op_timeout=op)
+        await lock.acquire()
+        await lock.release()  # connections to every node are open
+        for s in servers[:3]:
+            s.kill() if failure == "killed" else s.pause()
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(LockUnavailable):
+                await lock.acquire(blocking_timeout=blocking)
+            elapsed = time.monotonic() - started
+            assert blocking <= elapsed <= blocking + op + 0.05, f"{failure}: {elapsed:.3f} s"
+        started = time.monotonic()
+        with pytest.raises(LockUnavailable):
+            await lock.try_acquire()  # one attempt: at most one op_timeout
+        assert time.monotonic() - started <= op + 0.05
+    finally:
+        for s in servers[:3]:
+            s.resume()
+        for c in clients:
+            await c.aclose()
+
+
 async def test_token_exceeds_a_counter_ahead_on_any_node(cluster: Cluster) -> None:
     _, clients = cluster
     lock = Redlock(clients, "res", ttl_ms=5000)

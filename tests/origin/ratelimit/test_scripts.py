@@ -43,6 +43,6 @@ def test_empty_source_rejected() -> None:
 
 
 def test_from_package() -> None:
-    script = LuaScript.from_package("edge_kv.origin.ratelimit", "lua/limit.lua")
+    script = LuaScript.from_package("edge_kv.origin.ratelimit", "limit.lua")
     assert "TIME" in script.source
     assert len(script.sha) == 40

@@ -4,13 +4,14 @@ through both (same config, same clock) give the same verdicts and the same store
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from edge_kv.core import breaker as policy
 from edge_kv.core.breaker import BreakerConfig
-from edge_kv.origin.resilience.breaker_redis import LUA
+from edge_kv.origin.resilience.breaker_redis import BREAKER_SCRIPT
 
 CONFIGS = [
     BreakerConfig(
@@ -52,8 +53,11 @@ def _norm(fields: dict[str, int]) -> dict[str, int]:
 @pytest.mark.parametrize("cfg_index", range(len(CONFIGS)))
 async def test_lua_mirrors_python_on_random_sequences(redis: aioredis.Redis, cfg_index: int) -> None:
     cfg = CONFIGS[cfg_index]
-    script = redis.register_script(LUA)
     ttl = "60000"
+
+    async def script(keys: list[str], args: list[str]) -> Any:
+        return await BREAKER_SCRIPT.run(redis, keys, args)
+
     for seed in range(12):
         rng = random.Random(seed * 31 + cfg_index)
         key = f"mirror:{cfg_index}:{seed}"
@@ -88,8 +92,7 @@ async def test_lua_mirrors_python_on_random_sequences(redis: aioredis.Redis, cfg
 
 async def test_server_time_is_used_when_no_time_is_given(redis: aioredis.Redis) -> None:
     cfg = BreakerConfig(window_size=1, minimum_calls=1)
-    script = redis.register_script(LUA)
-    await script(keys=["t"], args=["f", "", "60000", *cfg.lua_args(), str(policy.OPEN)])
+    await BREAKER_SCRIPT.run(redis, ["t"], ["f", "", "60000", *cfg.lua_args(), str(policy.OPEN)])
     since = int(await redis.hget("t", "since") or 0)
     server_s, _ = await redis.time()
     assert abs(since - server_s * 1000) < 5_000
