@@ -276,8 +276,11 @@ async def test_token_bucket_limiter_admits_capacity_then_refills(redis: aioredis
     limiter = TokenBucketLimiter(redis, capacity=100, refill_rate=10)
     assert isinstance(limiter, RateLimiter)
     user_id = 42
-    allowed = [await limiter.is_allowed(f"user:{user_id}") for _ in range(101)]
-    assert allowed == [True] * 100 + [False]
+    allowed = [await limiter.is_allowed(f"user:{user_id}") for _ in range(100)]
+    assert allowed == [True] * 100  # the burst
+    # Empty now; 50 tokens take 5 s to come back (a 101st single request would be refused
+    # too, unless this machine took over 0.1 s for the hundred calls above).
+    assert not await limiter.is_allowed(f"user:{user_id}", cost=50)
     assert await limiter.is_allowed("user:43")  # every key has its own bucket
     result = await limiter.peek(f"user:{user_id}")
     assert not result.allowed or result.decision.remaining == 0
