@@ -153,12 +153,14 @@ async def bounded(
     Transport failures (:data:`UNREACHABLE`) raise ``unavailable``; other errors (a
     script error, a wrong type) propagate unchanged.
     """
+    token = _FAST_FAIL.set(True)  # fast_fail() inlined: this is every call's hot path
     try:
-        with fast_fail():
-            async with asyncio.timeout(limit_s):
-                return await aw
+        async with asyncio.timeout(limit_s):
+            return await aw
     except UNREACHABLE as exc:
         raise unavailable(f"{what}: Redis unreachable or too slow ({describe(exc)})") from exc
+    finally:
+        _FAST_FAIL.reset(token)
 
 
 def is_cluster(client: Any) -> bool:
