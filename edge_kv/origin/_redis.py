@@ -208,11 +208,9 @@ async def fan_out(calls: Sequence[Awaitable[T]], limit_s: float) -> list[T | Non
     """
     with fast_fail():  # tasks copy the context when they are created
         tasks = [asyncio.ensure_future(c) for c in calls]
-    if limit_s <= 0:
+    if limit_s <= 0:  # no time left: nothing is sent
         for t in tasks:
             t.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.gather(*tasks, return_exceptions=True)
         return [None] * len(tasks)
     try:
         _, pending = await asyncio.wait(tasks, timeout=limit_s)
