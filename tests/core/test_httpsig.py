@@ -726,3 +726,10 @@ def test_any_single_byte_change_in_a_covered_component_fails(
     with pytest.raises(SignatureRejected) as info:
         verify_request(signed, RING, now=NOW, body=body, required_components=PROPERTY_COMPONENTS)
     assert info.value.reason == expected
+
+
+def test_keyring_from_secrets_newest_is_last() -> None:
+    ring = Keyring.from_secrets({"k-2025": SECRET_A, "k-2026": SECRET_B})
+    assert ring.keyids() == ["k-2025", "k-2026"] and len(ring) == 2 and "k-2025" in ring
+    assert ring.signing_key(10).keyid == "k-2026"
+    assert ring.for_verify("k-2025", 10) is not None and ring.for_verify("nope", 10) is None
