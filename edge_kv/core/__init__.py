@@ -5,7 +5,24 @@ Python reference, the Redis Lua scripts (IEEE doubles, exact below 2**53) and th
 Durable Object code compute bit-identical decisions.
 """
 
+from edge_kv.core.backoff import FullJitter, parse_retry_after
+from edge_kv.core.breaker import BreakerConfig, BreakerDecision
+from edge_kv.core.clock import Clock, FakeClock, SystemClock
 from edge_kv.core.decision import Decision
+from edge_kv.core.errors import (
+    Conflict,
+    EdgeKvError,
+    InvalidInput,
+    LockAcquireTimeout,
+    LockError,
+    LockNotOwned,
+    LockUnavailable,
+    NotFound,
+    StaleFencingToken,
+    Unavailable,
+    UpstreamFailed,
+    error_from_code,
+)
 from edge_kv.core.lease import (
     Lease,
     LeaseState,
@@ -22,15 +39,34 @@ from edge_kv.core.ratelimit import (
 )
 
 __all__ = [
+    "BreakerConfig",
+    "BreakerDecision",
+    "Clock",
+    "Conflict",
     "Decision",
+    "EdgeKvError",
+    "FakeClock",
     "FixedWindow",
+    "FullJitter",
+    "InvalidInput",
     "Lease",
     "LeaseState",
+    "LockAcquireTimeout",
+    "LockError",
+    "LockNotOwned",
+    "LockUnavailable",
+    "NotFound",
     "SlidingLog",
     "SlidingWindowCounter",
+    "StaleFencingToken",
+    "SystemClock",
     "TokenBucket",
+    "Unavailable",
+    "UpstreamFailed",
     "decide_tiers",
+    "error_from_code",
     "fencing_accepts",
+    "parse_retry_after",
     "quorum",
     "redlock_validity_ms",
 ]
