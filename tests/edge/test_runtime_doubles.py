@@ -25,52 +25,22 @@ from edge_kv.edge import (
     read_json_object,
     require_service_token,
 )
-from edge_kv.edge.locks import LockLimits, LockObject
-from edge_kv.edge.ratelimit import BLOCK_CACHE, LIMITS_CONFIG, RateLimitObject
+from edge_kv.edge.locks import LockLimits, LockObject, LockServiceRpc
+from edge_kv.edge.ratelimit import BLOCK_CACHE, LIMITS_CONFIG, RateLimiterRpc
 from edge_kv.edge.runtime import call_rpc, check_kv_key, decode_reply, kv_put, rpc_method
 from edge_kv.edge.testing import MemoryEnv, MemoryKV, MemoryNamespace, MemoryStorage, TestHeaders, TestRequest
 
 LIMITS = LockLimits(max_ttl_ms=60_000, max_wait_ms=5_000, max_waiters=4, poll_grace_ms=1_000)
 
 
-class LockShell:
-    """What edge_kv.edge.objects.LockService does, without the runtime's base class."""
+class LockShell(LockServiceRpc):
+    """The shipped RPC surface with tighter bounds for the tests."""
 
     def __init__(self, ctx: Any, env: Any) -> None:
         self.logic = LockObject(ctx.storage, LIMITS)
 
-    @rpc_method
-    async def acquire(self, owner: str, ttl_ms: int, wait_ms: int = 0) -> Any:
-        return await self.logic.acquire(owner, ttl_ms, wait_ms)
 
-    @rpc_method
-    async def leave(self, owner: str) -> Any:
-        return await self.logic.leave(owner)
-
-    @rpc_method
-    async def extend(self, owner: str, ttl_ms: int) -> Any:
-        return await self.logic.extend(owner, ttl_ms)
-
-    @rpc_method
-    async def release(self, owner: str) -> Any:
-        return await self.logic.release(owner)
-
-    @rpc_method
-    async def status(self) -> Any:
-        return await self.logic.status()
-
-
-class LimiterShell:
-    def __init__(self, ctx: Any, env: Any) -> None:
-        self.logic = RateLimitObject(ctx.storage)
-
-    @rpc_method
-    async def decide(self, spec_json: str, key: str, cost: int, now_us: int | None = None) -> Any:
-        return await self.logic.decide(spec_json, key, cost, now_us)
-
-    @rpc_method
-    async def state(self, key: str) -> Any:
-        return await self.logic.state(key)
+LimiterShell = RateLimiterRpc
 
 
 # ---- the RPC envelope -------------------------------------------------------------------

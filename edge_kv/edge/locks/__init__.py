@@ -6,7 +6,7 @@ Worker code uses :class:`EdgeLock`; the Durable Object class is
 """
 
 from edge_kv.edge.locks.client import EdgeLock, LockBusy, check_resource, new_owner
-from edge_kv.edge.locks.durable import LockObject
+from edge_kv.edge.locks.durable import LockObject, LockServiceRpc
 from edge_kv.edge.locks.service_api import register as register_service_api
 from edge_kv.edge.locks.settings import lock_limits
 from edge_kv.edge.locks.state import LockLimits, LockRecord
@@ -17,6 +17,7 @@ __all__ = [
     "LockLimits",
     "LockObject",
     "LockRecord",
+    "LockServiceRpc",
     "check_resource",
     "lock_limits",
     "new_owner",

@@ -24,7 +24,7 @@ from typing import Any
 from edge_kv.core.errors import LockNotOwned
 from edge_kv.core.lease import Lease
 from edge_kv.edge.locks.state import LockLimits, LockRecord
-from edge_kv.edge.runtime import sql_exec, sql_rows
+from edge_kv.edge.runtime import rpc_method, sql_exec, sql_rows
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS edge_kv_lock (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL)"
@@ -152,3 +152,37 @@ class LockObject:
         self._alarm_ms = None
         after = record.expire(now_ms(), self.limits)
         await self.save(record, after)
+
+
+class LockServiceRpc:
+    """The RPC surface of the ``LockService`` Durable Object, without the runtime's base
+    class: :class:`edge_kv.edge.objects.LockService` adds ``DurableObject``; unit tests use
+    this with :class:`edge_kv.edge.testing.MemoryNamespace`."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        from edge_kv.edge.locks.settings import lock_limits
+
+        self.logic = LockObject(ctx.storage, lock_limits(env))
+
+    @rpc_method
+    async def acquire(self, owner: str, ttl_ms: int, wait_ms: int = 0) -> Any:
+        return await self.logic.acquire(owner, ttl_ms, wait_ms)
+
+    @rpc_method
+    async def leave(self, owner: str) -> Any:
+        return await self.logic.leave(owner)
+
+    @rpc_method
+    async def extend(self, owner: str, ttl_ms: int) -> Any:
+        return await self.logic.extend(owner, ttl_ms)
+
+    @rpc_method
+    async def release(self, owner: str) -> Any:
+        return await self.logic.release(owner)
+
+    @rpc_method
+    async def status(self) -> Any:
+        return await self.logic.status()
+
+    async def alarm(self, alarm_info: Any = None) -> None:
+        await self.logic.alarm()

@@ -8,7 +8,7 @@ Most Workers need :func:`enforce` and :func:`refusal`; the Durable Object class 
 from edge_kv.edge.ratelimit.backends import DurableObjectBackend, KvBackend
 from edge_kv.edge.ratelimit.blockcache import BlockCache
 from edge_kv.edge.ratelimit.config import ConfigError, LimitsConfig, LimitSpec, load_config, parse_config
-from edge_kv.edge.ratelimit.durable import ExplicitClockRefused, RateLimitObject
+from edge_kv.edge.ratelimit.durable import ExplicitClockRefused, RateLimiterRpc, RateLimitObject
 from edge_kv.edge.ratelimit.enforce import (
     BLOCK_CACHE,
     LIMITS_CONFIG,
@@ -37,6 +37,7 @@ __all__ = [
     "LimitVerdict",
     "LimitsConfig",
     "RateLimitObject",
+    "RateLimiterRpc",
     "build_limiter",
     "client_ip",
     "enforce",

@@ -26,7 +26,7 @@ from edge_kv.core.errors import InvalidInput
 from edge_kv.core.validate import check_cost, check_key
 from edge_kv.edge.ratelimit.config import parse_limit
 from edge_kv.edge.ratelimit.state import decide_stored, decision_to_json, dumps, loads
-from edge_kv.edge.runtime import sql_exec, sql_rows
+from edge_kv.edge.runtime import rpc_method, sql_exec, sql_rows
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS edge_kv_ratelimit ("
@@ -147,3 +147,25 @@ class RateLimitObject:
         nxt = rows[0]["next"] if rows else None
         if nxt is not None:
             await self._arm(int(nxt) // 1000 + 1)
+
+
+class RateLimiterRpc:
+    """The RPC surface of the ``RateLimiter`` Durable Object, without the runtime's base
+    class: :class:`edge_kv.edge.objects.RateLimiter` adds ``DurableObject``; unit tests use
+    this with :class:`edge_kv.edge.testing.MemoryNamespace`."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        from edge_kv.edge.env import env_flag
+
+        self.logic = RateLimitObject(ctx.storage, test_clock=env_flag(env, "EDGE_KV_TEST_CLOCK"))
+
+    @rpc_method
+    async def decide(self, spec_json: str, key: str, cost: int, now_us: int | None = None) -> Any:
+        return await self.logic.decide(spec_json, key, cost, now_us)
+
+    @rpc_method
+    async def state(self, key: str) -> Any:
+        return await self.logic.state(key)
+
+    async def alarm(self, alarm_info: Any = None) -> None:
+        await self.logic.alarm()
