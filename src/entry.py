@@ -15,6 +15,7 @@ from workers import WorkerEntrypoint
 
 import debug_routes
 import edge_limits
+import jwt_demo
 from counter import Counter
 from edge_kv.edge import (
     HttpError,
@@ -49,6 +50,7 @@ edge_limits.register(router)  # /limited/* (docs/edge-limits-locks.md)
 register_limit_api(router)  # /ratelimit/*
 register_lock_api(router)  # /locks/*
 debug_routes.register(router)  # /__stream, /echo-stream
+jwt_demo.register(router)  # POST /__jwt/verify (test configurations only)
 CACHE_ORIGIN = "https://cache.edge-kv.internal"
 
 
