@@ -28,6 +28,7 @@ from edge_kv.edge import (
     require_service_token,
     text_response,
 )
+from edge_kv.edge.gateway import Gateway
 from edge_kv.edge.locks import register_service_api as register_lock_api
 from edge_kv.edge.objects import LockService, RateLimiter
 from edge_kv.edge.ratelimit import register_service_api as register_limit_api
@@ -45,6 +46,7 @@ from edge_kv.edge.runtime import (
 
 __all__ = ["Counter", "Default", "LockService", "RateLimiter"]
 
+GATEWAY = Gateway()  # per isolate: configuration cache, health marks, block cache
 router = Router()
 edge_limits.register(router)  # /limited/* (docs/edge-limits-locks.md)
 register_limit_api(router)  # /ratelimit/*
@@ -245,6 +247,10 @@ async def wait_until(rc: RouteContext) -> Any:
 class Default(WorkerEntrypoint):
     async def fetch(self, request: Any) -> Any:
         try:
+            # The gateway answers the routes EDGE_KV_GATEWAY configures; the rest are ours.
+            answer = await GATEWAY.handle(request, self.env, self.ctx)
+            if answer is not None:
+                return answer
             return await router.dispatch(request, self.env, self.ctx)
         except Exception:  # pragma: no cover - dispatch never raises; belt and braces
             return problem_response(500, "The Worker failed to handle the request.")

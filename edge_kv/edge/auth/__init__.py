@@ -2,8 +2,10 @@
 
 from edge_kv.edge.auth.api_keys import (
     API_KEY_HEADER,
+    ApiKeyRecord,
     UnknownApiKey,
     api_key_kv_key,
+    api_key_record,
     api_key_subject,
     hash_api_key,
 )
@@ -18,10 +20,12 @@ from edge_kv.edge.auth.service_token import (
 __all__ = [
     "API_KEY_HEADER",
     "SERVICE_TOKEN_VAR",
+    "ApiKeyRecord",
     "ServiceApiDisabled",
     "ServiceTokenRefused",
     "UnknownApiKey",
     "api_key_kv_key",
+    "api_key_record",
     "api_key_subject",
     "check_service_token",
     "hash_api_key",

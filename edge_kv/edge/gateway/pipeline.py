@@ -1,0 +1,421 @@
+"""The gateway: one ordered pipeline per matched route.
+
+    normalise → authenticate → authorise → rate limit → [cache] → choose origin
+              → sign and forward (timeouts, failover) → response headers
+
+* **normalise** drops hop-by-hop fields and every identity field a client could forge
+  (:mod:`edge_kv.edge.gateway.headers`); the client IP comes only from
+  ``CF-Connecting-IP``, geo facts only from ``request.cf``.
+* **authenticate** tries the route's methods in order (``jwt:<issuer>``: an
+  ``Authorization: Bearer`` JWT; ``api_key``: an ``X-Api-Key`` hashed in KV). A credential
+  that is presented but invalid is a 401 at once (no fall-through to weaker methods);
+  none presented is a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750).
+* **authorise**: every scope the route lists must be granted, else 403
+  ``insufficient_scope``.
+* **rate limit**: the route's limits from the document's ``limits`` section, keyed on the
+  verified subject, the client IP and the route; 429/403/503 with the RateLimit headers.
+* **choose origin**: :func:`edge_kv.core.geo.route` with the isolate's health marks;
+  residency always holds; nothing allowed and healthy → 503 with ``Retry-After``.
+* **sign and forward**: the identity goes in ``X-Edge-Subject``/``-Scopes``/``-Issuer``/
+  ``-Auth``/``-Client-IP``/``-Country``/``-Continent``, the body's ``Content-Digest``
+  (RFC 9530) is added and the request signed (RFC 9421, ``hmac-sha256``, keys from the
+  ``EDGE_KV_SIGNING_KEYS`` secret, newest key signs). No answer within the route's
+  ``timeout_ms`` is 504, a failed connection 502. An origin that fails (connection,
+  timeout, 5xx) is marked unhealthy and, for idempotent methods or requests carrying
+  ``Idempotency-Key``, the request moves on to the next allowed origin within what is left
+  of its time budget.
+* **response headers**: hop-by-hop dropped, ``Via`` added, ``X-Edge-Origin``,
+  ``X-Edge-Route-Reason``, ``Server-Timing`` (time per stage) and the RateLimit headers.
+
+Every answer the gateway makes itself is an RFC 9457 problem body. The response body of
+the origin streams through.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge_kv.core import httpsig
+from edge_kv.core.errors import EdgeKvError, InvalidInput, Unavailable
+from edge_kv.core.geo import route as geo_route
+from edge_kv.core.jwt import InvalidToken
+from edge_kv.edge.auth.api_keys import API_KEY_HEADER, UnknownApiKey, api_key_record
+from edge_kv.edge.auth.jwt import bearer_token, verify_token
+from edge_kv.edge.config_source import ConfigSource, ConfigVars
+from edge_kv.edge.env import env_binding, env_str
+from edge_kv.edge.gateway.config import (
+    AUTH_API_KEY,
+    AUTH_NONE,
+    IDEMPOTENT_METHODS,
+    GatewayConfig,
+    RouteConfig,
+    load_gateway_config,
+)
+from edge_kv.edge.gateway.headers import forwardable_request_headers, forwardable_response_headers
+from edge_kv.edge.gateway.health import HealthBoard
+from edge_kv.edge.http import problem_response
+from edge_kv.edge.ratelimit.backends import DurableObjectBackend, KvBackend
+from edge_kv.edge.ratelimit.blockcache import BlockCache
+from edge_kv.edge.ratelimit.enforce import refusal
+from edge_kv.edge.ratelimit.keys import client_ip
+from edge_kv.edge.ratelimit.limiter import EdgeLimiter
+from edge_kv.edge.runtime import (
+    OriginResponse,
+    OriginTimeout,
+    OriginUnreachable,
+    fetch_origin,
+    request_body,
+    request_cf,
+    request_headers,
+    request_method,
+    streaming_response,
+)
+
+__all__ = ["GATEWAY_VARS", "SIGNING_KEYS_VAR", "Gateway", "Identity", "ServerTiming"]
+
+GATEWAY_VARS = ConfigVars(
+    document="EDGE_KV_GATEWAY",
+    kv_key="EDGE_KV_GATEWAY_KV_KEY",
+    kv_binding="EDGE_KV_GATEWAY_KV",
+    cache_s="EDGE_KV_GATEWAY_CACHE_S",
+    empty_document="",
+)
+SIGNING_KEYS_VAR = "EDGE_KV_SIGNING_KEYS"
+VIA = "1.1 edge-kv"
+SIGNED_COMPONENTS = (
+    "@method",
+    "@target-uri",
+    "content-digest",
+    "x-edge-subject",
+    "x-edge-scopes",
+    "x-edge-issuer",
+    "x-edge-auth",
+    "x-edge-client-ip",
+)
+MAX_ATTEMPTS = 3
+
+
+class SigningKeysMissing(Unavailable):
+    """The gateway cannot sign (no or bad ``EDGE_KV_SIGNING_KEYS``): fail closed. 503."""
+
+    code = "signing_keys_missing"
+
+
+class NoOrigin(Unavailable):
+    """No allowed origin is healthy (residency and health together). 503 + Retry-After."""
+
+    code = "no_origin"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling, as verified by the authenticate stage (never from client headers)."""
+
+    method: str = AUTH_NONE
+    subject: str = ""
+    scopes: tuple[str, ...] = ()
+    issuer: str = ""
+
+
+@dataclass
+class ServerTiming:
+    """``Server-Timing`` entries, one per stage, in milliseconds."""
+
+    clock: Callable[[], float] = time.perf_counter
+    entries: list[tuple[str, float]] = field(default_factory=list)
+    _mark: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._mark = self.clock()
+
+    def lap(self, name: str) -> None:
+        now = self.clock()
+        self.entries.append((name, (now - self._mark) * 1000))
+        self._mark = now
+
+    def header(self) -> str:
+        return ", ".join(f"{name};dur={ms:.1f}" for name, ms in self.entries)
+
+
+def _keyring(env: Any) -> httpsig.Keyring:
+    """``EDGE_KV_SIGNING_KEYS``: a JSON object ``{"keyid": "secret", ...}`` (secrets of at
+    least 32 bytes; the last key signs, all verify at the origin)."""
+    raw = env_str(env, SIGNING_KEYS_VAR)
+    if raw is None:
+        raise SigningKeysMissing(
+            f"the gateway cannot sign forwarded requests: set the {SIGNING_KEYS_VAR} secret"
+        )
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ValueError("expected an object of keyid to secret strings")
+        return httpsig.Keyring.from_secrets({k: v.encode() for k, v in data.items()})
+    except ValueError as exc:
+        print(f"edge_kv: {SIGNING_KEYS_VAR} is unusable: {exc}")
+        raise SigningKeysMissing(f"{SIGNING_KEYS_VAR} is unusable (see the Worker log)") from None
+
+
+def _unauthorized(detail: str, *, error: str | None = None, realm: str = "edge-kv") -> Any:
+    challenge = f'Bearer realm="{realm}"'
+    if error:
+        challenge += f', error="{error}", error_description="{detail[:120].replace(chr(34), chr(39))}"'
+    return problem_response(401, detail, headers=[("www-authenticate", challenge)])
+
+
+class Gateway:
+    """The pipeline over a configuration source. Keep one at module scope.
+
+    ``handle`` answers a request that a configured route matches, or returns ``None`` so
+    the Worker's other routes can answer it.
+    """
+
+    def __init__(
+        self,
+        source: ConfigSource[GatewayConfig] | None = None,
+        *,
+        health: HealthBoard | None = None,
+        block_cache: BlockCache | None = None,
+        clock: Callable[[], float] = time.time,
+        draw: Callable[[], float] = random.random,
+        fetch: Callable[..., Any] = fetch_origin,
+    ) -> None:
+        self.source = source if source is not None else ConfigSource(load_gateway_config, GATEWAY_VARS)
+        self.health = health if health is not None else HealthBoard(clock)
+        self.block_cache = block_cache if block_cache is not None else BlockCache()
+        self.clock = clock
+        self.draw = draw
+        self.fetch = fetch
+
+    async def config(self, env: Any) -> GatewayConfig | None:
+        if env_str(env, GATEWAY_VARS.document) is None and env_str(env, GATEWAY_VARS.kv_key) is None:
+            return None
+        try:
+            return await self.source.get(env)
+        except InvalidInput as exc:
+            print(f"edge_kv: invalid {GATEWAY_VARS.document}: {exc}")
+            raise EdgeKvError("the gateway configuration is invalid (see the Worker log)") from None
+
+    async def handle(self, request: Any, env: Any, ctx: Any) -> Any | None:
+        try:
+            config = await self.config(env)
+        except EdgeKvError as exc:
+            return problem_response(500, exc.detail)
+        if config is None:
+            return None
+        method = request_method(request)
+        url = urlsplit(str(request.url))
+        route = config.match(method, url.path)
+        if route is None:
+            return None
+        try:
+            return await self._run(config, route, request, env, ctx, method, url)
+        except EdgeKvError as exc:
+            extra = [("retry-after", "5")] if isinstance(exc, NoOrigin) else []
+            return problem_response(exc.status, exc.detail or None, headers=extra, code=exc.code)
+
+    async def _run(
+        self,
+        config: GatewayConfig,
+        route: RouteConfig,
+        request: Any,
+        env: Any,
+        ctx: Any,
+        method: str,
+        url: Any,
+    ) -> Any:
+        timing = ServerTiming()
+        incoming = request_headers(request)
+        ip = client_ip(request.headers.get)
+        cf = request_cf(request)
+        outgoing = forwardable_request_headers(incoming)
+        timing.lap("normalise")
+
+        identity = await self._authenticate(config, route, request, env)
+        if not isinstance(identity, Identity):
+            return identity  # a 401 problem
+        timing.lap("auth")
+        missing = [s for s in route.scopes if s not in identity.scopes]
+        if missing:
+            challenge = f'Bearer error="insufficient_scope", scope="{" ".join(route.scopes)}"'
+            return problem_response(
+                403, f"missing scope(s): {', '.join(missing)}", headers=[("www-authenticate", challenge)]
+            )
+
+        limit_headers: tuple[tuple[str, str], ...] = ()
+        if route.limits:
+            verdict = await self._limiter(config, env).check(
+                tuple(config.limits.limits[n] for n in route.limits),
+                ip=ip,
+                subject=identity.subject or None,
+                route=route.name,
+            )
+            if not verdict.allowed:
+                return refusal(verdict)
+            limit_headers = verdict.headers
+        timing.lap("limit")
+
+        body = await request_body(request, max_bytes=route.max_body_bytes)
+        keyring = _keyring(env)
+        kv = env_binding(env, "EDGE_KV_GATEWAY_KV", "KV")
+        if kv is not None and self.health.due(config.health.refresh_s) and ctx is not None:
+            ctx.waitUntil(_future(self.health.refresh(kv)))
+        timing.lap("prepare")
+
+        response, decision_origin, reason = await self._forward(
+            config, route, method, url, outgoing, body, identity, ip, cf, keyring, kv, ctx, timing
+        )
+        headers = forwardable_response_headers(response.headers)
+        headers += [
+            ("via", VIA),
+            ("x-edge-origin", decision_origin),
+            ("x-edge-route-reason", reason),
+            *limit_headers,
+        ]
+        timing.lap("respond")
+        headers.append(("server-timing", timing.header()))
+        return streaming_response(response.status, headers, None if method == "HEAD" else response.body)
+
+    async def _authenticate(self, config: GatewayConfig, route: RouteConfig, request: Any, env: Any) -> Any:
+        if route.public:
+            return Identity()
+        authorization = request.headers.get("authorization")
+        api_key = request.headers.get(API_KEY_HEADER)
+        for method in route.auth:
+            if method.startswith("jwt:") and authorization:
+                issuer = config.issuers[method[4:]]
+                try:
+                    verified = await verify_token(
+                        bearer_token(authorization),
+                        policy=issuer.policy,
+                        keys=issuer.jwks,
+                        jwks_uri=issuer.jwks_uri if issuer.jwks is None else None,
+                        now=self.clock(),
+                    )
+                except InvalidToken as exc:
+                    return _unauthorized(str(exc), error=getattr(exc, "error", "invalid_token"))
+                return Identity(method, verified.subject or "", verified.scopes, verified.issuer or "")
+            if method == AUTH_API_KEY and api_key:
+                try:
+                    record = await api_key_record(env, api_key, now=self.clock())
+                except UnknownApiKey as exc:
+                    return _unauthorized(str(exc), error="invalid_token")
+                return Identity(method, record.subject, record.scopes, "api_key")
+        return _unauthorized("credentials are required: " + " or ".join(route.auth))
+
+    def _limiter(self, config: GatewayConfig, env: Any) -> EdgeLimiter:
+        backends: dict[str, Any] = {}
+        if getattr(env, "RATE_LIMITER", None) is not None:
+            backends["do"] = DurableObjectBackend(env.RATE_LIMITER)
+        kv = env_binding(env, "EDGE_KV_LIMITS_KV", "KV")
+        if kv is not None:
+            backends["kv"] = KvBackend(kv)
+        return EdgeLimiter(config.limits, backends, self.block_cache)
+
+    async def _forward(
+        self,
+        config: GatewayConfig,
+        route: RouteConfig,
+        method: str,
+        url: Any,
+        outgoing: list[tuple[str, str]],
+        body: bytes,
+        identity: Identity,
+        ip: str | None,
+        cf: dict[str, Any],
+        keyring: httpsig.Keyring,
+        kv: Any,
+        ctx: Any,
+        timing: ServerTiming,
+    ) -> tuple[OriginResponse, str, str]:
+        geo = config.routing[route.routing]
+        may_retry = method in IDEMPOTENT_METHODS or any(n.lower() == "idempotency-key" for n, _ in outgoing)
+        deadline = time.monotonic() + route.timeout_ms / 1000
+        path = url.path
+        if route.strip_prefix and route.prefix != "/":
+            path = path[len(route.prefix.rstrip("/")) :] or "/"
+        query = f"?{url.query}" if url.query else ""
+        identity_headers = [
+            ("x-edge-subject", identity.subject),
+            ("x-edge-scopes", " ".join(identity.scopes)),
+            ("x-edge-issuer", identity.issuer),
+            ("x-edge-auth", identity.method),
+            ("x-edge-client-ip", ip or ""),
+            ("x-edge-country", str(cf.get("country") or "")),
+            ("x-edge-continent", str(cf.get("continent") or "")),
+            ("x-forwarded-proto", url.scheme or "https"),
+            ("content-digest", httpsig.content_digest(body)),
+            ("via", VIA),
+        ]
+        tried: list[str] = []
+        last_error: EdgeKvError | None = None
+        last_response: tuple[OriginResponse, str, str] | None = None
+        for _attempt in range(MAX_ATTEMPTS):
+            marks: dict[str, float | None] = {
+                k.split("/", 1)[1]: v
+                for k, v in self.health.snapshot().items()
+                if k.startswith(route.routing + "/")
+            }
+            for name in tried:
+                marks[name] = None
+            decision = geo_route(geo, cf, unhealthy=marks, now=self.clock(), draw=self.draw())
+            timing.lap("route")
+            if decision.origin is None:
+                if last_response is not None:
+                    return last_response
+                if last_error is not None and tried:
+                    raise last_error
+                raise NoOrigin(f"no allowed origin is available: {decision.header_value()}")
+            origin = decision.origin
+            target = origin.url.rstrip("/") + path + query
+            request_for_signing = httpsig.HttpRequest.build(method, target, identity_headers)
+            signed = httpsig.sign_request(
+                request_for_signing,
+                keyring,
+                now=int(self.clock()),
+                components=SIGNED_COMPONENTS,
+                expires_in=config.signature_expires_in_s,
+            )
+            headers = outgoing + identity_headers + signed.items()
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise OriginTimeout(f"the route's time budget of {route.timeout_ms} ms is spent")
+            tried.append(origin.name)
+            try:
+                response = await self.fetch(target, method, headers, body or None, timeout_ms=remaining_ms)
+            except (OriginTimeout, OriginUnreachable) as exc:
+                timing.lap("origin")
+                self._mark(route, origin.name, config, kv, ctx)
+                last_error = exc
+                if not may_retry:
+                    raise
+                continue
+            timing.lap("origin")
+            result = (response, origin.name, decision.header_value())
+            if response.status >= 500:
+                self._mark(route, origin.name, config, kv, ctx)
+                last_response = result
+                if may_retry and time.monotonic() < deadline:
+                    continue
+            return result
+        if last_response is not None:
+            return last_response
+        assert last_error is not None
+        raise last_error
+
+    def _mark(self, route: RouteConfig, origin: str, config: GatewayConfig, kv: Any, ctx: Any) -> None:
+        origin_id = f"{route.routing}/{origin}"
+        until = self.health.mark(origin_id, config.health.cooldown_s)
+        if kv is not None and ctx is not None:
+            ctx.waitUntil(_future(self.health.publish(kv, origin_id, until)))
+
+
+def _future(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.ensure_future(coro)
