@@ -35,7 +35,7 @@ from edge_kv.origin.httpsig import MemoryNonceStore, SignatureMiddleware
 
 pytestmark = pytest.mark.host_only
 
-SIGNING = {"edge-2026-11": "gateway-test-signing-secret-0123456789abcdef"}
+SIGNING = {"edge-2026-10": "11" * 32, "edge-2026-11": "0123456789abcdef" * 4}  # hex; the last one signs
 HS_SECRET = b"jwt-test-secret-for-hs256-at-least-32-bytes!"
 SERVICE_TOKEN = "gateway-test-token"
 FAILING: set[str] = set()  # origin names that answer 503
@@ -90,7 +90,7 @@ def origin_app(name: str) -> Any:
     )
     return SignatureMiddleware(
         app,
-        keyring=Keyring.from_secrets({k: v.encode() for k, v in SIGNING.items()}),
+        keyring=Keyring.from_secrets({k: bytes.fromhex(v) for k, v in SIGNING.items()}),
         nonce_store=MemoryNonceStore(),
     )
 
@@ -305,6 +305,7 @@ async def test_public_route_is_forwarded_signed_and_transparent(gw: httpx.AsyncC
     assert seen["headers"]["x-edge-client-ip"] == "198.51.100.7"
     assert "x-forwarded-for" not in seen["headers"]
     assert seen["headers"]["x-edge-country"] == "US"
+    assert 'keyid="edge-2026-11"' in seen["headers"]["signature-input"]  # the newest key signs
     # Response side: origin headers pass, hop-by-hop ones do not, Via and timing are added.
     assert r.headers["x-origin"] == "us-east"
     assert "x-hop" not in r.headers

@@ -144,8 +144,9 @@ class ServerTiming:
 
 
 def _keyring(env: Any) -> httpsig.Keyring:
-    """``EDGE_KV_SIGNING_KEYS``: a JSON object ``{"keyid": "secret", ...}`` (secrets of at
-    least 32 bytes; the last key signs, all verify at the origin)."""
+    """``EDGE_KV_SIGNING_KEYS``: a JSON object ``{"keyid": "<hex secret>", ...}`` (at least
+    32 bytes each, e.g. ``secrets.token_hex(32)``; the last key signs, the origin accepts
+    all of them: the same format as the origin's ``keyring_from_env``)."""
     raw = env_str(env, SIGNING_KEYS_VAR)
     if raw is None:
         raise SigningKeysMissing(
@@ -155,7 +156,7 @@ def _keyring(env: Any) -> httpsig.Keyring:
         data = json.loads(raw)
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise ValueError("expected an object of keyid to secret strings")
-        return httpsig.Keyring.from_secrets({k: v.encode() for k, v in data.items()})
+        return httpsig.Keyring.from_secrets({k: bytes.fromhex(v) for k, v in data.items()})
     except ValueError as exc:
         print(f"edge_kv: {SIGNING_KEYS_VAR} is unusable: {exc}")
         raise SigningKeysMissing(f"{SIGNING_KEYS_VAR} is unusable (see the Worker log)") from None
