@@ -75,6 +75,7 @@ def import_algorithm(alg: str, key: Jwk) -> dict[str, Any]:
 def verify_algorithm(alg: str, key: Jwk) -> dict[str, Any]:
     """The ``algorithm`` argument of ``verify`` (RSA-PSS salt = hash length; ECDSA hash)."""
     if alg.startswith("RS") and key.kty == "RSA":
+        _hash_of(alg)
         return {"name": "RSASSA-PKCS1-v1_5"}
     if alg.startswith("PS") and key.kty == "RSA":
         _hash_of(alg)
