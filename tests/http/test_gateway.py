@@ -150,6 +150,7 @@ def gateway_document(origins: dict[str, OriginServer], dead_port: int) -> dict[s
                 "routing": "with-dead",
                 "timeout_ms": 3000,
             },
+            {"name": "alldead", "prefix": "/alldead/", "auth": "none", "routing": "all-dead"},
             {"name": "slow", "prefix": "/slow/", "auth": "none", "routing": "global", "timeout_ms": 500},
             {"name": "stripped", "prefix": "/v1", "auth": "none", "routing": "global", "strip_prefix": True},
         ],
@@ -181,6 +182,18 @@ def gateway_document(origins: dict[str, OriginServer], dead_port: int) -> dict[s
                 "rules": [{"name": "eu-visitors", "match": {"eu": True}, "pools": ["eu"]}],
                 "default": {"pools": ["us", "eu"]},
                 "residency": [{"name": "gdpr", "visitors": {"eu": True}, "jurisdictions": ["eu"]}],
+            },
+            "all-dead": {
+                "pools": {
+                    "p": {
+                        "strategy": "ordered",
+                        "origins": [
+                            {"name": "dead-1", "url": f"http://127.0.0.1:{dead_port}"},
+                            {"name": "dead-2", "url": f"http://127.0.0.1:{dead_port}/"},
+                        ],
+                    }
+                },
+                "default": {"pools": ["p"]},
             },
             "with-dead": {
                 "pools": {
@@ -475,6 +488,13 @@ async def test_a_dead_origin_is_skipped_within_the_same_request(gw: httpx.AsyncC
     await asyncio.sleep(1.2)
     r = await gw.post("/failover/x", content=b"{}", headers={**cf(**IE), "idempotency-key": "k-1"})
     assert r.status_code == 200 and r.headers["x-edge-origin"] == "eu-west"
+
+
+async def test_every_allowed_origin_unreachable_is_503_with_retry_after(gw: httpx.AsyncClient) -> None:
+    r = await gw.get("/alldead/x", headers=cf(**IE))
+    body = assert_problem(r, 503)
+    assert r.headers["retry-after"] and body["code"] == "no_origin"
+    assert "could not reach the origin" in body["detail"]
 
 
 async def test_a_slow_origin_is_504(gw: httpx.AsyncClient) -> None:

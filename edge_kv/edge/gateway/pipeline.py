@@ -368,9 +368,12 @@ class Gateway:
             timing.lap("route")
             if decision.origin is None:
                 if last_response is not None:
-                    return last_response
-                if last_error is not None and tried:
-                    raise last_error
+                    return last_response  # the last origin's own 5xx passes through
+                if last_error is not None:
+                    raise NoOrigin(
+                        f"every allowed origin failed or is marked unhealthy (last: {last_error.detail}); "
+                        f"{decision.header_value()}"
+                    )
                 raise NoOrigin(f"no allowed origin is available: {decision.header_value()}")
             origin = decision.origin
             target = origin.url.rstrip("/") + path + query
@@ -407,7 +410,7 @@ class Gateway:
         if last_response is not None:
             return last_response
         assert last_error is not None
-        raise last_error
+        raise NoOrigin(f"{MAX_ATTEMPTS} origins failed (last: {last_error.detail})")
 
     def _mark(self, route: RouteConfig, origin: str, config: GatewayConfig, kv: Any, ctx: Any) -> None:
         origin_id = f"{route.routing}/{origin}"
