@@ -16,9 +16,12 @@ import {
   InputGate,
 } from "./durable.mjs";
 import { storageWorkerSource } from "./storage_worker.mjs";
+import { hasRequestBody, requestBodyStream, writeResponse } from "./streams.mjs";
 import { SyncChannel } from "./sync_channel.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** Set by Host.handle on a Worker's Response: the AbortSignal of the runtime that made it. */
+const RUNTIME_SIGNAL = Symbol("edge-kv runtime signal");
 const ROOT = path.resolve(HERE, "..", "..");
 
 /** An error that ends start-up with one line on stderr and exit code 1. */
@@ -86,6 +89,8 @@ export class Host {
     this.log = log;
     this.pending = new Set();
     this.instances = new Map();
+    this.restarting = null;
+    this.pythonRestarts = 0;
   }
 
   /** Read config, start Miniflare, load Pyodide and the Worker; throws HostError on a bad setup. */
@@ -117,7 +122,46 @@ export class Host {
     await this.loadPython();
   }
 
+  /**
+   * The Python runtime died (a fatal Pyodide error, e.g. a wasm stack overflow in deeply
+   * recursive code): every later call into it would hang. Replace it, as Cloudflare replaces a
+   * crashed isolate: calls in flight fail (their requests get a 500), Durable Object instances
+   * and module globals start afresh, storage is kept. Requests arriving meanwhile wait for it.
+   * A fatal error surfaces as a rejection nobody awaits (the call that caused it never settles):
+   * the process's 'unhandledRejection' handler (main.mjs) passes it here.
+   */
+  onPythonFatal(error) {
+    if (this.restarting || !this.runtime) return;
+    const cause = String(error?.message || error).split("\n")[0];
+    this.log.error(
+      `edge-kv host: the Python runtime crashed (${cause}); restarting it: requests in flight fail with 500, ` +
+        "Durable Object instances and module globals start afresh (storage is kept)",
+    );
+    const dead = new Error(`the Python runtime crashed: ${cause}`);
+    dead.pythonFatal = true;
+    this.runtime.controller.abort(dead);
+    this.instances = new Map();
+    this.pythonRestarts += 1;
+    this.restarting = (async () => {
+      try {
+        await this.loadPython();
+        this.log.error("edge-kv host: Python runtime restarted");
+      } catch (e) {
+        this.log.error(`edge-kv host: error: restarting the Python runtime failed: ${e.message || e}`);
+        process.exit(1);
+      } finally {
+        this.restarting = null;
+      }
+    })();
+  }
+
   async loadPython() {
+    const controller = new AbortController();
+    const died = new Promise((_, reject) => {
+      controller.signal.addEventListener("abort", () => reject(controller.signal.reason), { once: true });
+    });
+    died.catch(() => {});
+    this.runtime = { controller, signal: controller.signal, died };
     const workerDir = path.dirname(this.config.main);
     const moduleName = path.basename(this.config.main, ".py");
     const py = await loadPyodide({
@@ -175,13 +219,16 @@ export class Host {
   waitUntil(awaitable) {
     let owned = awaitable;
     if (owned && typeof owned.copy === "function") owned = owned.copy();
+    const died = this.runtime.died;
     const done = (async () => {
       try {
-        await owned;
+        await Promise.race([owned, died]);
       } catch (e) {
         this.log.error(`waitUntil task failed: ${e.message || e}`);
       } finally {
-        if (owned && typeof owned.destroy === "function") owned.destroy();
+        try {
+          if (owned && typeof owned.destroy === "function") owned.destroy();
+        } catch {} // a runtime that crashed meanwhile
       }
     })();
     this.pending.add(done);
@@ -194,10 +241,15 @@ export class Host {
 
   /** Call a Python method on an instance; a Python exception is logged and rethrown as `Error`. */
   async callPython(relaxed, instance, name, args, where) {
+    const runtime = this.runtime;
     try {
-      return await this.glue.call(relaxed, instance, name, ...args);
+      return await Promise.race([this.glue.call(relaxed, instance, name, ...args), runtime.died]);
     } catch (e) {
-      if (e && e.type) {
+      if (e?.pyodide_fatal_error) {
+        this.onPythonFatal(e);
+        throw runtime.signal.reason;
+      }
+      if (e && e.type && !e.pythonFatal) {
         this.log.error(`Unhandled Python exception in ${where}:\n${e.message}`);
         const error = new Error(this.glue.last_line(e.message));
         error.pythonType = e.type;
@@ -209,6 +261,8 @@ export class Host {
 
   /** Serve one HTTP request through Default.fetch. */
   async handle(request) {
+    if (this.restarting) await this.restarting;
+    const runtime = this.runtime;
     const ctx = new ExecutionContext(this);
     const instance = this.glue.new_instance(this.entry, "Default", ctx, this.env);
     try {
@@ -217,12 +271,19 @@ export class Host {
         this.log.error("Default.fetch did not return a Response");
         return problemResponse(500, "Internal Server Error", "The Worker did not return a response.");
       }
+      // A body still produced by Python stops if this runtime dies (writeResponse watches it).
+      response[RUNTIME_SIGNAL] = runtime.signal;
       return response;
     } catch (e) {
+      if (e.pythonFatal) {
+        return problemResponse(500, "Internal Server Error", "The Worker's Python runtime crashed (see the host log); the host restarted it.");
+      }
       if (!e.pythonType) this.log.error(`host error in Default.fetch: ${e.stack || e}`);
       return problemResponse(500, "Internal Server Error", "The Worker raised an unhandled exception.");
     } finally {
-      instance.destroy();
+      try {
+        instance.destroy();
+      } catch {} // a runtime that crashed meanwhile
     }
   }
 
@@ -256,6 +317,7 @@ export class Host {
   }
 
   async doFetch(binding, id, request) {
+    if (this.restarting) await this.restarting;
     const object = this.objectFor(binding, id);
     return await object.gate.run(async () => {
       const instance = this.instanceOf(object);
@@ -265,6 +327,7 @@ export class Host {
   }
 
   async doRpc(binding, id, method, args) {
+    if (this.restarting) await this.restarting;
     const object = this.objectFor(binding, id);
     let cloned;
     try {
@@ -282,6 +345,7 @@ export class Host {
   }
 
   async onAlarmCallback(request) {
+    if (this.restarting) await this.restarting;
     const { binding, id, retryCount } = await request.json();
     const d = this.config.durableObjects.find((x) => x.binding === binding);
     if (!d) return new MfResponse("unknown binding", { status: 404 });
@@ -317,7 +381,10 @@ export class Host {
   }
 }
 
-/** Node http request -> fetch Request with cf; throws Error(message) for a bad test header. */
+/**
+ * Node http request -> fetch Request with cf; throws Error(message) for a bad test header.
+ * `body` is a ReadableStream (streamed into the Worker as it arrives), a Buffer, or null.
+ */
 export function toFetchRequest(req, body, port) {
   const headers = new Headers();
   let cf = defaultCf();
@@ -337,42 +404,134 @@ export function toFetchRequest(req, body, port) {
   headers.set("cf-connecting-ip", connectingIp);
   headers.set("host", req.headers.host || `127.0.0.1:${port}`);
   const url = `http://${req.headers.host || `127.0.0.1:${port}`}${req.url}`;
-  const hasBody = !["GET", "HEAD"].includes(req.method) && body.length > 0;
-  const request = new Request(url, { method: req.method, headers, body: hasBody ? body : undefined });
+  const hasBody = !["GET", "HEAD"].includes(req.method) && body !== null && body !== undefined && body.length !== 0;
+  const init = { method: req.method, headers, body: hasBody ? body : undefined };
+  if (hasBody && body instanceof ReadableStream) init.duplex = "half";
+  const request = new Request(url, init);
   Object.defineProperty(request, "cf", { value: cf, enumerable: true });
   return request;
 }
 
+/** Limits of the HTTP server; every one is a CLI flag of main.mjs (docs/host.md). */
+export const SERVER_DEFAULTS = Object.freeze({
+  headersTimeoutMs: 10_000, // the whole request head must arrive within this (else 408, close)
+  requestTimeoutMs: 60_000, // the whole request, head and body, must arrive within this (else 408, close)
+  keepAliveTimeoutMs: 5_000, // an idle keep-alive connection is closed after this
+  writeTimeoutMs: 30_000, // a client that reads nothing of the response for this long is disconnected
+  maxHeaderBytes: 16_384, // request line + headers larger than this: 431
+});
+
+const STATUS_TITLES = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  431: "Request Header Fields Too Large",
+  501: "Not Implemented",
+};
+
+/** A complete HTTP/1.1 problem response that closes the connection, for a raw socket. */
+function rawProblem(status, detail) {
+  const body = JSON.stringify({ type: "about:blank", title: STATUS_TITLES[status], status, detail });
+  return (
+    `HTTP/1.1 ${status} ${STATUS_TITLES[status]}\r\n` +
+    "Content-Type: application/problem+json\r\n" +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+    "Connection: close\r\n\r\n" +
+    body
+  );
+}
+
+/** Send `text` and close, draining what the client still sends so it can read the answer. */
+function answerAndClose(socket, text) {
+  socket.on("error", () => {});
+  if (socket.writable) socket.end(text);
+  socket.resume();
+  setTimeout(() => socket.destroy(), 2000).unref();
+}
+
+const CLIENT_ERRORS = {
+  HPE_HEADER_OVERFLOW: [431, "the request line and headers are larger than the host accepts (--max-header-bytes)"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "the request did not arrive in time (--headers-timeout-ms / --request-timeout-ms)"],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, "chunk extensions are too large"],
+};
+
 /** Serve `host` on 127.0.0.1:port; resolves with the http.Server once listening. */
-export function serve(host, port, hostname = "127.0.0.1") {
-  const server = http.createServer(async (req, res) => {
-    const chunks = [];
-    for await (const chunk of req) chunks.push(chunk);
+export function serve(host, port, hostname = "127.0.0.1", options = {}) {
+  const limits = { ...SERVER_DEFAULTS, ...options };
+  const log = host.log;
+  const timeouts = [limits.headersTimeoutMs, limits.requestTimeoutMs].filter((t) => t > 0);
+  const server = http.createServer({
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    maxHeaderSize: limits.maxHeaderBytes,
+    // How often Node checks those two timeouts (its default, 30 s, would make them coarse).
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(Math.min(4000, ...timeouts) / 4))),
+  });
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+
+  async function respond(req, res) {
     let response;
+    let body = null;
     try {
+      if (hasRequestBody(req)) body = requestBodyStream(req);
       let request;
       try {
-        request = toFetchRequest(req, Buffer.concat(chunks), server.address().port);
+        request = toFetchRequest(req, body ? body.stream : null, server.address().port);
       } catch (e) {
         response = problemResponse(400, "Bad Request", e.message);
       }
       if (!response) response = await host.handle(request);
     } catch (e) {
-      host.log.error(`host error: ${e.stack || e}`);
+      log.error(`host error: ${e.stack || e}`);
       response = problemResponse(500, "Internal Server Error", "The host failed to handle the request.");
     }
-    const headers = {};
-    for (const [k, v] of response.headers) {
-      if (k === "set-cookie") continue;
-      headers[k] = v;
-    }
-    const cookies = response.headers.getSetCookie?.() || [];
-    if (cookies.length) headers["set-cookie"] = cookies;
-    const body = req.method === "HEAD" || response.body === null ? null : Buffer.from(await response.arrayBuffer());
-    res.writeHead(response.status, response.statusText || undefined, headers);
-    res.end(body);
+    // A body the Worker did not read is drained once the response is out, so the connection
+    // can carry the next request.
+    if (body) res.once("finish", () => body.discard());
+    const signal = response[RUNTIME_SIGNAL];
+    await writeResponse(req, res, response, { writeTimeoutMs: limits.writeTimeoutMs, log, signal });
+  }
+
+  // Requests pipelined on one connection run one after the other, in order (RFC 9112 9.3.2:
+  // only safe methods may be processed in parallel); Node already sends responses in order.
+  const queues = new WeakMap();
+  server.on("request", (req, res) => {
+    res.on("error", (e) => log.error(`edge-kv host: ${req.method} ${req.url}: response error: ${e.message}`));
+    req.on("error", () => {}); // an aborted body is reported through the body stream
+    const socket = req.socket;
+    const previous = queues.get(socket) || Promise.resolve();
+    const current = previous.then(async () => {
+      try {
+        await respond(req, res);
+      } catch (e) {
+        log.error(`edge-kv host: ${req.method} ${req.url}: ${e.stack || e}`);
+        res.destroy();
+      }
+    });
+    queues.set(socket, current);
   });
-  server.keepAliveTimeout = 5000;
+
+  const answered = new WeakSet();
+  server.on("clientError", (err, socket) => {
+    if (answered.has(socket)) return;
+    answered.add(socket);
+    const [status, detail] = CLIENT_ERRORS[err.code] || [400, `malformed request (${err.code || err.message})`];
+    if (["ECONNRESET", "EPIPE", "HPE_INVALID_EOF_STATE"].includes(err.code)) {
+      socket.destroy(); // the client left (mid-body: the Worker's body stream reports it)
+      return;
+    }
+    log.error(`edge-kv host: client error from ${socket.remoteAddress}: ${status} ${err.code || ""} ${err.message}`);
+    const inFlight = socket._httpMessage; // a response already started: no room for another one
+    if (socket.writable && (!inFlight || !inFlight.headersSent)) answerAndClose(socket, rawProblem(status, detail));
+    else socket.destroy();
+  });
+
+  // CONNECT is a proxy request: no Worker handles it (workerd has no connect handler for them).
+  server.on("connect", (req, socket) => {
+    log.error(`edge-kv host: refused CONNECT ${req.url}`);
+    answerAndClose(socket, rawProblem(501, "the offline host does not open CONNECT tunnels"));
+  });
+
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, hostname, () => resolve(server));

