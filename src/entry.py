@@ -13,6 +13,7 @@ from typing import Any
 
 from workers import WorkerEntrypoint
 
+import bench_routes
 import debug_routes
 import edge_limits
 import jwt_demo
@@ -53,6 +54,7 @@ register_limit_api(router)  # /ratelimit/*
 register_lock_api(router)  # /locks/*
 debug_routes.register(router)  # /__stream, /echo-stream
 jwt_demo.register(router)  # POST /__jwt/verify (test configurations only)
+bench_routes.register(router)  # POST /__bench/jwt, GET /__passthrough/{path} (test configurations only)
 CACHE_ORIGIN = "https://cache.edge-kv.internal"
 
 
