@@ -13,9 +13,12 @@ from typing import Any
 from workers import DurableObject
 
 from edge_kv.core.errors import InvalidInput
-from edge_kv.core.validate import check_positive_int
+from edge_kv.core.validate import check_int_range, check_positive_int
 from edge_kv.edge import json_response
 from edge_kv.edge.runtime import rpc_method
+
+# Alarms are JavaScript dates: far-future ones are refused by the runtime.
+MAX_ALARM_DELAY_MS = 365 * 86_400_000
 
 
 class Counter(DurableObject):  # type: ignore[no-untyped-call]  # SDK __init_subclass__ is untyped
@@ -37,7 +40,7 @@ class Counter(DurableObject):  # type: ignore[no-untyped-call]  # SDK __init_sub
         """Set the alarm ``delay_ms`` from now; returns the scheduled time (ms since the epoch)."""
         import js
 
-        delay = check_positive_int("delay_ms", delay_ms)
+        delay = check_int_range("delay_ms", delay_ms, 1, MAX_ALARM_DELAY_MS)
         when = float(js.Date.now()) + delay
         await self.ctx.storage.setAlarm(when)
         return when

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import traceback
 from typing import Any
 
 from workers import WorkerEntrypoint
@@ -254,5 +255,6 @@ class Default(WorkerEntrypoint):
             if answer is not None:
                 return answer
             return await router.dispatch(request, self.env, self.ctx)
-        except Exception:  # pragma: no cover - dispatch never raises; belt and braces
+        except Exception:  # dispatch never raises; the gateway only on a bug
+            print(f"Unhandled exception in the Worker:\n{traceback.format_exc()}")
             return problem_response(500, "The Worker failed to handle the request.")

@@ -135,6 +135,10 @@ async def read_json(request: Any, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
         raise HttpError(413, f"JSON body larger than {max_bytes} bytes")
     if not raw.strip():
         raise bad_request("request body is empty; expected JSON")
+    # Checked on the text first: a deeply nested document overflows the interpreter's stack
+    # inside json.loads, which on Pyodide is a fatal error rather than a RecursionError.
+    if _text_depth(raw) > MAX_JSON_DEPTH:
+        raise bad_request(f"JSON body nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -147,6 +151,33 @@ async def read_json(request: Any, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     if _depth(value) > MAX_JSON_DEPTH:
         raise bad_request(f"JSON body nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _text_depth(text: str) -> int:
+    """The deepest ``[``/``{`` nesting of JSON text, ignoring brackets inside strings."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the character walk
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _depth(value: Any) -> int:

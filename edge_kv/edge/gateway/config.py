@@ -34,9 +34,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge_kv.core import httpcache as hc
 from edge_kv.core.errors import InvalidInput
 from edge_kv.core.geo import GeoConfig, GeoConfigError, parse_geo_config
 from edge_kv.core.jwt import JwkSet, JwtPolicy, parse_jwks
+from edge_kv.edge.gateway.cache import CacheRule
 from edge_kv.edge.ratelimit.config import ConfigError, LimitsConfig, parse_config
 
 __all__ = [
@@ -91,6 +93,7 @@ class RouteConfig:
     timeout_ms: int = 10_000
     max_body_bytes: int = 1 << 20
     strip_prefix: bool = False
+    cache: CacheRule | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if method not in self.methods and not (method == "HEAD" and "GET" in self.methods):
@@ -212,6 +215,7 @@ def _route(i: int, value: object, issuers: Mapping[str, IssuerConfig], doc: Mapp
             "timeout_ms",
             "max_body_bytes",
             "strip_prefix",
+            "cache",
         ),
         ("prefix", "auth", "routing"),
     )
@@ -280,7 +284,81 @@ def _route(i: int, value: object, issuers: Mapping[str, IssuerConfig], doc: Mapp
         timeout_ms=_int(body.get("timeout_ms", 10_000), f"{path}.timeout_ms", 1, MAX_TIMEOUT_MS),
         max_body_bytes=_int(body.get("max_body_bytes", 1 << 20), f"{path}.max_body_bytes", 0, MAX_BODY_BYTES),
         strip_prefix=strip,
+        cache=None
+        if body.get("cache") in (None, False)
+        else _cache_rule(body["cache"], f"{path}.cache", auth),
     )
+
+
+_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_PARAM = re.compile(r"[^\s&=#]{1,128}")
+
+
+def _bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise GatewayConfigError(path, f"expected true or false, got {value!r}")
+    return value
+
+
+def _cache_rule(value: object, path: str, auth: Sequence[str]) -> CacheRule:
+    body = _obj(
+        value if value is not True else {},
+        path,
+        (
+            "statuses",
+            "query_drop",
+            "query_keep_only",
+            "key_headers",
+            "geo",
+            "per_subject",
+            "store_set_cookie",
+            "store_private",
+            "store_authorized",
+            "max_body_bytes",
+            "strict_s_maxage",
+        ),
+    )
+    statuses_raw = body.get("statuses", sorted(hc.HEURISTIC_STATUSES))
+    if not isinstance(statuses_raw, list) or not statuses_raw:
+        raise GatewayConfigError(f"{path}.statuses", "expected a non-empty list of status codes")
+    statuses = frozenset(_int(s, f"{path}.statuses[{i}]", 200, 599) for i, s in enumerate(statuses_raw))
+    drop = _str_list(
+        body.get("query_drop", sorted(hc.DEFAULT_QUERY_DROP)),
+        f"{path}.query_drop",
+        _PARAM,
+        "a query parameter name",
+    )
+    keep = body.get("query_keep_only")
+    keep_only = (
+        None
+        if keep is None
+        else frozenset(_str_list(keep, f"{path}.query_keep_only", _PARAM, "a query parameter name"))
+    )
+    headers = tuple(
+        h.lower()
+        for h in _str_list(body.get("key_headers", []), f"{path}.key_headers", _HEADER, "a header name")
+    )
+    geo = body.get("geo")
+    if geo not in (None, "country", "continent"):
+        raise GatewayConfigError(f"{path}.geo", f"expected 'country', 'continent' or null, got {geo!r}")
+    per_subject = _bool(body.get("per_subject", False), f"{path}.per_subject")
+    if per_subject and AUTH_NONE in auth:
+        raise GatewayConfigError(f"{path}.per_subject", "a public route has no subject to key on")
+    policy = hc.StorePolicy(
+        cacheable_statuses=statuses,
+        store_set_cookie=_bool(body.get("store_set_cookie", False), f"{path}.store_set_cookie"),
+        store_private=_bool(body.get("store_private", False), f"{path}.store_private"),
+        store_authorized=_bool(body.get("store_authorized", per_subject), f"{path}.store_authorized"),
+        max_body_bytes=_int(body.get("max_body_bytes", 1 << 20), f"{path}.max_body_bytes", 0, 25 << 20),
+    )
+    key = hc.KeyRule(
+        query_drop=frozenset(drop),
+        query_keep_only=keep_only,
+        headers=headers,
+        geo=geo,
+        per_subject=per_subject,
+    )
+    return CacheRule(key, policy, _bool(body.get("strict_s_maxage", False), f"{path}.strict_s_maxage"))
 
 
 def parse_gateway_config(doc: object) -> GatewayConfig:

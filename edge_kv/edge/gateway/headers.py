@@ -5,8 +5,10 @@
   ``Upgrade``, ``Proxy-Authorization``, ``Proxy-Authenticate``.
 * On the way in, identity the client could forge: ``X-Edge-*`` (the gateway's own),
   ``Signature``/``Signature-Input`` (RFC 9421), ``Forwarded``, ``X-Forwarded-*``,
-  ``X-Real-IP``, ``True-Client-IP``, ``X-Client-IP`` and every ``CF-*`` field. What the
-  origin needs of them is re-sent by the gateway from trusted sources and signed.
+  ``X-Real-IP``, ``True-Client-IP``, ``X-Client-IP`` and every ``CF-*`` field; and the
+  request-rewriting fields (``X-Original-URL``, ``X-Rewrite-URL``, ``X-HTTP-Method-Override``
+  and kin, ``X-Host``) that would let a client poison a cached URL. What the origin needs of
+  them is re-sent by the gateway from trusted sources and signed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ _IDENTITY_EXACT = frozenset(
         "true-client-ip",
         "x-client-ip",
         "content-digest",
+        # Request-rewriting fields some frameworks honour: unkeyed by any cache, so a client
+        # could use them to make the origin answer a different resource under this URL.
+        "x-original-url",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-host",
+        "x-forwarded-server",
     }
 )
 _IDENTITY_PREFIXES = ("x-edge-", "x-forwarded-", "cf-")

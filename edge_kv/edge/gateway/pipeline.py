@@ -34,13 +34,15 @@ the origin streams through.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge_kv.core import httpcache as hc
 from edge_kv.core import httpsig
 from edge_kv.core.errors import EdgeKvError, InvalidInput, Unavailable
 from edge_kv.core.geo import route as geo_route
@@ -49,6 +51,7 @@ from edge_kv.edge.auth.api_keys import API_KEY_HEADER, UnknownApiKey, api_key_re
 from edge_kv.edge.auth.jwt import bearer_token, verify_token
 from edge_kv.edge.config_source import ConfigSource, ConfigVars
 from edge_kv.edge.env import env_binding, env_str
+from edge_kv.edge.gateway.cache import CacheRule, ResponseCache
 from edge_kv.edge.gateway.config import (
     AUTH_API_KEY,
     AUTH_NONE,
@@ -70,6 +73,7 @@ from edge_kv.edge.runtime import (
     OriginTimeout,
     OriginUnreachable,
     fetch_origin,
+    read_body,
     request_body,
     request_cf,
     request_headers,
@@ -185,7 +189,9 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         draw: Callable[[], float] = random.random,
         fetch: Callable[..., Any] = fetch_origin,
+        cache: ResponseCache | None = None,
     ) -> None:
+        self.cache = cache if cache is not None else ResponseCache()
         self.source = source if source is not None else ConfigSource(load_gateway_config, GATEWAY_VARS)
         self.health = health if health is not None else HealthBoard(clock)
         self.block_cache = block_cache if block_cache is not None else BlockCache()
@@ -261,16 +267,45 @@ class Gateway:
             limit_headers = verdict.headers
         timing.lap("limit")
 
-        body = await request_body(request, max_bytes=route.max_body_bytes)
+        # A GET/HEAD body has no defined meaning (RFC 9110 §9.3.1): never forwarded, so a
+        # "fat GET" cannot change what a cached URL answers.
+        body = (
+            b"" if method in ("GET", "HEAD") else await request_body(request, max_bytes=route.max_body_bytes)
+        )
         keyring = _keyring(env)
         kv = env_binding(env, "EDGE_KV_GATEWAY_KV", "KV")
         if kv is not None and self.health.due(config.health.refresh_s) and ctx is not None:
             ctx.waitUntil(_future(self.health.refresh(kv)))
         timing.lap("prepare")
 
-        response, decision_origin, reason = await self._forward(
-            config, route, method, url, outgoing, body, identity, ip, cf, keyring, kv, ctx, timing
-        )
+        async def forward(extra: list[tuple[str, str]] | None = None) -> tuple[OriginResponse, str, str]:
+            headers_out = outgoing if not extra else [*_without_conditionals(outgoing), *extra]
+            return await self._forward(
+                config, route, method, url, headers_out, body, identity, ip, cf, keyring, kv, ctx, timing
+            )
+
+        if route.cache is not None and method in ("GET", "HEAD"):
+            return await self._cached(
+                route,
+                route.cache,
+                method,
+                str(request.url),
+                incoming,
+                identity,
+                cf,
+                forward,
+                ctx,
+                timing,
+                limit_headers,
+            )
+        response, decision_origin, reason = await forward()
+        if route.cache is not None and method not in SAFE_METHODS and response.status < 400:
+            targets = hc.invalidation_targets(method, response.status, str(request.url), response.headers)
+            keys = [self.cache.key(route.cache, t, incoming, cf, identity.subject) for t in targets]
+            if keys and ctx is not None:
+                ctx.waitUntil(_future(self.cache.invalidate(keys)))
+            elif keys:
+                await self.cache.invalidate(keys)
         headers = forwardable_response_headers(response.headers)
         headers += [
             ("via", VIA),
@@ -281,6 +316,192 @@ class Gateway:
         timing.lap("respond")
         headers.append(("server-timing", timing.header()))
         return streaming_response(response.status, headers, None if method == "HEAD" else response.body)
+
+    async def _cached(
+        self,
+        route: RouteConfig,
+        rule: CacheRule,
+        method: str,
+        url: str,
+        incoming: list[tuple[str, str]],
+        identity: Identity,
+        cf: dict[str, Any],
+        forward: Callable[..., Awaitable[tuple[OriginResponse, str, str]]],
+        ctx: Any,
+        timing: ServerTiming,
+        limit_headers: tuple[tuple[str, str], ...],
+    ) -> Any:
+        """The cache stage (see :mod:`edge_kv.edge.gateway.cache`)."""
+        # A request the gateway authenticated counts as authorised (RFC 9111 §3.5), whatever
+        # header carried the credential: not stored for others unless the rule says so.
+        storable_headers = (
+            incoming if identity.method == AUTH_NONE else [*incoming, ("authorization", "(edge)")]
+        )
+        key = self.cache.key(rule, url, incoming, cf, identity.subject)
+        now = self.clock()
+        found = await self.cache.lookup(rule, key, incoming, now)
+        timing.lap("cache")
+        extra = [("via", VIA), *limit_headers]
+        entry, fresh = found.entry, found.freshness
+
+        def from_cache(stored: hc.StoredResponse, body: bytes, outcome: str, ttl: float, origin: str) -> Any:
+            age = hc.current_age(stored, self.clock())
+            headers = [(n, v) for n, v in stored.headers if n.lower() not in ("age", "content-length")]
+            headers += [
+                ("age", hc.age_header(age)),
+                ("cache-status", hc.cache_status_for(outcome, ttl=ttl)),
+                ("x-cache", hc.x_cache_label(outcome)),
+                ("x-edge-origin", origin),
+                *extra,
+            ]
+            timing.lap("respond")
+            headers.append(("server-timing", timing.header()))
+            if hc.client_conditional(incoming, stored):
+                keep = {
+                    "cache-control",
+                    "content-location",
+                    "date",
+                    "etag",
+                    "expires",
+                    "vary",
+                    "last-modified",
+                }
+                small = [(n, v) for n, v in headers if n.lower() in keep or n.lower() not in _ENTITY_FIELDS]
+                return streaming_response(304, small, None)
+            return streaming_response(stored.status, headers, None if method == "HEAD" else body)
+
+        def revalidate_in_background() -> None:
+            if found.variant_key in self.cache.revalidating or ctx is None or entry is None:
+                return
+            if self.cache.revalidated_at.get(found.variant_key, -math.inf) >= now:
+                return  # one finished after this request looked: the stored copy is new
+            self.cache.revalidating.add(found.variant_key)
+
+            async def run() -> None:
+                try:
+                    await self._refetch(rule, key, found, incoming, storable_headers, forward)
+                except Exception as exc:  # the stale copy stays; the next request tries again
+                    print(f"edge_kv: background revalidation of {key[:120]} failed: {exc}")
+                finally:
+                    self.cache.revalidating.discard(found.variant_key)
+                    self.cache.revalidated_at[found.variant_key] = self.clock()
+                    self.cache.forget_old(self.clock())
+
+            ctx.waitUntil(_future(run()))
+
+        if entry is not None and fresh is not None and entry.stored is not None:
+            if fresh.action == "hit":
+                return from_cache(entry.stored, entry.body, "hit", fresh.ttl, entry.origin)
+            if fresh.action == "stale-while-revalidate":
+                revalidate_in_background()
+                return from_cache(entry.stored, entry.body, "stale", fresh.ttl, entry.origin)
+            try:
+                result = await self._refetch(rule, key, found, incoming, storable_headers, forward, method)
+            except (OriginTimeout, OriginUnreachable, NoOrigin):
+                if fresh.stale_if_error_ok:
+                    return from_cache(entry.stored, entry.body, "error-stale", fresh.ttl, entry.origin)
+                raise
+            if result.outcome == "error" and fresh.stale_if_error_ok:
+                return from_cache(entry.stored, entry.body, "error-stale", fresh.ttl, entry.origin)
+            if result.outcome == "revalidated" and result.stored is not None:
+                ttl = hc.evaluate(
+                    result.stored, incoming, self.clock(), strict_s_maxage=rule.strict_s_maxage
+                ).ttl
+                return from_cache(result.stored, entry.body, "revalidated", ttl, entry.origin)
+            return self._answer(result, "expired", timing, extra)
+
+        async def fill() -> _Fetched:
+            return await self._refetch(rule, key, found, incoming, storable_headers, forward, method)
+
+        result, collapsed = await self.cache.coalesce(f"{method} {key}", fill)
+        if collapsed and not self._shareable(result, incoming):
+            result = await fill()  # another variant, or not storable (maybe private): fetch our own
+        return self._answer(result, "miss", timing, extra)
+
+    def _shareable(self, result: _Fetched, incoming: list[tuple[str, str]]) -> bool:
+        if not result.was_stored or result.stored is None:
+            return False
+        return hc.vary_matches(result.stored, incoming)
+
+    def _answer(
+        self, result: _Fetched, outcome: str, timing: ServerTiming, extra: list[tuple[str, str]]
+    ) -> Any:
+        label = outcome if result.was_stored or outcome == "expired" else "bypass"
+        status_text = hc.cache_status_for(label, stored=result.was_stored, fwd_status=result.status)
+        headers = forwardable_response_headers(result.headers)
+        headers += [
+            ("cache-status", status_text),
+            ("x-cache", hc.x_cache_label(label)),
+            ("x-edge-origin", result.origin),
+            ("x-edge-route-reason", result.reason),
+            *extra,
+        ]
+        timing.lap("respond")
+        headers.append(("server-timing", timing.header()))
+        return streaming_response(result.status, headers, None if result.head else result.body)
+
+    async def _refetch(
+        self,
+        rule: CacheRule,
+        key: str,
+        found: Any,
+        incoming: list[tuple[str, str]],
+        storable_headers: list[tuple[str, str]],
+        forward: Callable[..., Awaitable[tuple[OriginResponse, str, str]]],
+        method: str = "GET",
+    ) -> _Fetched:
+        """Ask the origin (conditionally when a stored copy has validators) and store what
+        may be stored."""
+        entry = found.entry
+        conditional = hc.conditional_headers(entry.stored) if entry is not None and entry.stored else []
+        request_time = self.clock()
+        response, origin, reason = await forward(conditional or None)
+        response_time = self.clock()
+        if (
+            response.status == 304
+            and entry is not None
+            and entry.stored is not None
+            and hc.not_modified_matches(entry.stored, response.headers)
+        ):
+            merged = hc.merge_not_modified(entry.stored, response.headers, request_time, response_time)
+            await self.cache.refresh(found.variant_key, entry, merged, response_time)
+            return _Fetched(
+                200, list(merged.headers), entry.body, origin, reason, "revalidated", True, merged
+            )
+        if response.status >= 500:
+            body = await read_body(response)
+            return _Fetched(response.status, response.headers, body, origin, reason, "error", False, None)
+        body = await read_body(response)
+        stored_ok = await self.cache.store_response(
+            rule,
+            key,
+            "GET",
+            storable_headers,
+            response.status,
+            response.headers,
+            body,
+            request_time,
+            response_time,
+            origin,
+        )
+        stored = (
+            hc.StoredResponse.from_exchange(
+                response.status, response.headers, incoming, request_time, response_time
+            )
+            if stored_ok
+            else None
+        )
+        return _Fetched(
+            response.status,
+            response.headers,
+            body,
+            origin,
+            reason,
+            "fetched",
+            stored_ok,
+            stored,
+            method == "HEAD",
+        )
 
     async def _authenticate(self, config: GatewayConfig, route: RouteConfig, request: Any, env: Any) -> Any:
         if route.public:
@@ -417,6 +638,32 @@ class Gateway:
         until = self.health.mark(origin_id, config.health.cooldown_s)
         if kv is not None and ctx is not None:
             ctx.waitUntil(_future(self.health.publish(kv, origin_id, until)))
+
+
+@dataclass
+class _Fetched:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    origin: str
+    reason: str
+    outcome: str
+    was_stored: bool
+    stored: hc.StoredResponse | None
+    head: bool = False
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_CONDITIONALS = frozenset(
+    {"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"}
+)
+_ENTITY_FIELDS = frozenset(
+    {"content-type", "content-length", "content-encoding", "content-language", "content-range"}
+)
+
+
+def _without_conditionals(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in headers if n.lower() not in _CONDITIONALS]
 
 
 def _future(coro: Any) -> Any:

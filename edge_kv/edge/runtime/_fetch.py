@@ -44,6 +44,19 @@ class OriginResponse:
     status: int
     headers: list[tuple[str, str]]
     body: Any = None
+    raw: Any = None  # the runtime's Response, to read the body whole when it must be kept
+
+
+async def read_body(response: OriginResponse) -> bytes:
+    """The whole body of an origin response (for the cache); empty when there is none."""
+    if response.body is None:
+        return b""
+    if isinstance(response.body, (bytes, bytearray)):
+        return bytes(response.body)
+    if isinstance(response.body, str):
+        return response.body.encode()
+    buffer = await response.raw.arrayBuffer()
+    return bytes(buffer.to_py())
 
 
 def request_headers(request: Any) -> list[tuple[str, str]]:
@@ -125,7 +138,10 @@ async def fetch_origin(
 
         clearTimeout(timer)
     lines = [(str(k), str(v)) for k, v in (tuple(e) for e in response.headers.entries())]
-    return OriginResponse(int(response.status), lines, response.body)
+    body = response.body
+    if body is None or type(body).__name__ == "JsNull":  # no body (204, 304, HEAD): JS null
+        body = None
+    return OriginResponse(int(response.status), lines, body, response)
 
 
 def streaming_response(status: int, headers: Iterable[tuple[str, str]], body: Any) -> Any:
@@ -144,3 +160,42 @@ def streaming_response(status: int, headers: Iterable[tuple[str, str]], body: An
 def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return (lines[-1] if lines else type(exc).__name__).removeprefix("Error: ")[:300]
+
+
+CACHE_NAME = "edge-kv-gateway"
+
+
+async def cache_get_bytes(url: str) -> bytes | None:
+    """What the Cache API holds at ``url`` (the gateway's named cache), or ``None``."""
+    from js import caches
+
+    cache = await caches.open(CACHE_NAME)
+    hit = await cache.match(url)
+    if hit is None:
+        return None
+    buffer = await hit.arrayBuffer()
+    return bytes(buffer.to_py())
+
+
+async def cache_put_bytes(url: str, data: bytes, *, max_age_s: int) -> None:
+    """Keep ``data`` at ``url`` for ``max_age_s`` seconds (the Cache API's own expiry)."""
+    from js import Object, Response, Uint8Array, caches
+    from pyodide.ffi import to_js
+
+    cache = await caches.open(CACHE_NAME)
+    headers = to_js(
+        {
+            "cache-control": f"public, max-age={max(1, int(max_age_s))}",
+            "content-type": "application/octet-stream",
+        },
+        dict_converter=Object.fromEntries,
+    )
+    init = to_js({"status": 200, "headers": headers}, dict_converter=Object.fromEntries)
+    await cache.put(url, Response.new(Uint8Array.new(to_js(data)), init))
+
+
+async def cache_delete(url: str) -> None:
+    from js import caches
+
+    cache = await caches.open(CACHE_NAME)
+    await cache.delete(url)
