@@ -176,7 +176,9 @@ async def test_stale_while_revalidate_serves_at_once_and_revalidates_once(c: htt
     labels = [xc(r) for r in stale]
     assert labels[0] == "STALE" and set(labels) <= {"STALE", "HIT"}, labels
     got = [(xc(r), r.json()["n"]) for r in stale]
-    assert all(n == (1 if label == "STALE" else 2) for label, n in got), " ".join(f"{lab}:{n}" for lab, n in got)
+    assert all(n == (1 if label == "STALE" else 2) for label, n in got), " ".join(
+        f"{lab}:{n}" for lab, n in got
+    )
     assert time.monotonic() - started < 5
     await asyncio.sleep(0.5)
     assert HITS["/swr"] == 2, "exactly one background revalidation"
@@ -233,7 +235,11 @@ async def test_must_revalidate_is_never_served_stale(c: httpx.AsyncClient) -> No
 async def test_never_stored(c: httpx.AsyncClient, path: str, query: str) -> None:
     for _ in range(2):
         r = await c.get(f"{path}?{query}")
-        assert xc(r) == "BYPASS" and "fwd=bypass" in r.headers["cache-status"], (r.status_code, r.headers, r.text)
+        assert xc(r) == "BYPASS" and "fwd=bypass" in r.headers["cache-status"], (
+            r.status_code,
+            r.headers,
+            r.text,
+        )
     assert HITS[path] == 2
 
 
