@@ -30,6 +30,7 @@ SIGNING = {"edge-2026-11": "0123456789abcdef" * 4}
 HITS: Counter[str] = Counter()
 FAILING: set[str] = set()
 VERSION: dict[str, int] = {}
+TOKEN = "cache-admin-token"
 UNKEYED = ("x-forwarded-host", "x-original-url", "x-http-method-override", "x-rewrite-url", "x-host")
 
 
@@ -72,6 +73,8 @@ async def origin(request: Request) -> Response:
         headers["vary"] = q["vary"]
     if "cookie" in q:
         headers["set-cookie"] = "session=abc"
+    if "tag" in q:
+        headers["cache-tag"] = q["tag"]
     return Response(body.encode(), headers=headers)
 
 
@@ -104,7 +107,9 @@ def cache_url(worker_config: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     with OriginServer() as server:
         doc = {
-            "routes": [{"name": "cached", "prefix": "/", "auth": "none", "routing": "one", "cache": True}],
+            "routes": [
+                {"name": "cached", "prefix": "/", "auth": "none", "routing": "one", "cache": {"kv": True}}
+            ],
             "routing": {
                 "one": {
                     "pools": {
@@ -125,6 +130,7 @@ def cache_url(worker_config: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         dev_vars = {
             "EDGE_KV_GATEWAY": json.dumps(doc, separators=(",", ":")),
             "EDGE_KV_SIGNING_KEYS": json.dumps(SIGNING),
+            "EDGE_KV_SERVICE_TOKEN": TOKEN,
         }
         (directory / ".dev.vars").write_text("".join(f"{k}='{v}'\n" for k, v in dev_vars.items()))
         host = HostProcess(config, tmp_path_factory.mktemp("cache-persist"))
@@ -314,3 +320,31 @@ async def test_unkeyed_headers_and_fat_gets_cannot_poison_the_cache(c: httpx.Asy
     victim = await c.get(url)
     assert xc(victim) == "HIT" and victim.json()["reflected"] == {}
     assert VERSION.get("/poison") is None  # the override did not turn the GET into a DELETE
+
+
+async def test_purge_by_url_prefix_and_tag(c: httpx.AsyncClient) -> None:
+    admin = {"authorization": f"Bearer {TOKEN}"}
+    urls = [
+        "/p/one?cc=max-age%3D120",
+        "/p/two?cc=max-age%3D120&tag=blue",
+        "/q/three?cc=max-age%3D120&tag=blue",
+    ]
+    for u in urls:
+        await c.get(u)
+        assert xc(await c.get(u)) == "HIT"
+    base = str(c.base_url).rstrip("/")
+    refused = await c.post("/__gateway/purge", json={"urls": [base + urls[0]]})
+    assert refused.status_code in (401, 503)
+    bad = await c.post("/__gateway/purge", json={"urls": ["not a url"]}, headers=admin)
+    assert bad.status_code == 400
+    r = await c.post("/__gateway/purge", json={"urls": [base + urls[0]]}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert xc(await c.get(urls[0])) == "MISS"
+    assert xc(await c.get(urls[1])) == "HIT"
+    r = await c.post("/__gateway/purge", json={"tags": ["blue"]}, headers=admin)
+    assert r.status_code == 200
+    assert xc(await c.get(urls[1])) == "MISS" and xc(await c.get(urls[2])) == "MISS"
+    await c.get("/p/four?cc=max-age%3D120")
+    r = await c.post("/__gateway/purge", json={"prefixes": [base + "/p/"]}, headers=admin)
+    assert xc(await c.get("/p/four?cc=max-age%3D120")) == "MISS"
+    assert xc(await c.get(urls[2])) == "HIT"  # stored again after the tag purge, outside the prefix

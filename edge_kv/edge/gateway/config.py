@@ -38,7 +38,7 @@ from edge_kv.core import httpcache as hc
 from edge_kv.core.errors import InvalidInput
 from edge_kv.core.geo import GeoConfig, GeoConfigError, parse_geo_config
 from edge_kv.core.jwt import JwkSet, JwtPolicy, parse_jwks
-from edge_kv.edge.gateway.cache import CacheRule
+from edge_kv.edge.gateway.cache import CacheRule, KvTierRule
 from edge_kv.edge.ratelimit.config import ConfigError, LimitsConfig, parse_config
 
 __all__ = [
@@ -290,6 +290,7 @@ def _route(i: int, value: object, issuers: Mapping[str, IssuerConfig], doc: Mapp
     )
 
 
+_CTYPE = re.compile(r"[A-Za-z0-9!#$&^_.+\-]{1,64}(/[A-Za-z0-9!#$&^_.+\-]{0,64})?")
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
 _PARAM = re.compile(r"[^\s&=#]{1,128}")
 
@@ -316,6 +317,7 @@ def _cache_rule(value: object, path: str, auth: Sequence[str]) -> CacheRule:
             "store_authorized",
             "max_body_bytes",
             "strict_s_maxage",
+            "kv",
         ),
     )
     statuses_raw = body.get("statuses", sorted(hc.HEURISTIC_STATUSES))
@@ -358,7 +360,27 @@ def _cache_rule(value: object, path: str, auth: Sequence[str]) -> CacheRule:
         geo=geo,
         per_subject=per_subject,
     )
-    return CacheRule(key, policy, _bool(body.get("strict_s_maxage", False), f"{path}.strict_s_maxage"))
+    kv_raw = body.get("kv", False)
+    kv: KvTierRule | None = None
+    if kv_raw is not False:
+        kv_body = _obj(
+            {} if kv_raw is True else kv_raw, f"{path}.kv", ("min_ttl_s", "max_bytes", "content_types")
+        )
+        kv = KvTierRule(
+            min_ttl_s=_int(kv_body.get("min_ttl_s", 60), f"{path}.kv.min_ttl_s", 60, 365 * 86400),
+            max_bytes=_int(kv_body.get("max_bytes", 1 << 20), f"{path}.kv.max_bytes", 0, 25 << 20),
+            content_types=tuple(
+                t.lower()
+                for t in _str_list(
+                    kv_body.get("content_types", []),
+                    f"{path}.kv.content_types",
+                    _CTYPE,
+                    "a media type prefix",
+                )
+            ),
+        )
+    strict = _bool(body.get("strict_s_maxage", False), f"{path}.strict_s_maxage")
+    return CacheRule(key, policy, strict, kv)
 
 
 def parse_gateway_config(doc: object) -> GatewayConfig:

@@ -49,6 +49,7 @@ from edge_kv.core.geo import route as geo_route
 from edge_kv.core.jwt import InvalidToken
 from edge_kv.edge.auth.api_keys import API_KEY_HEADER, UnknownApiKey, api_key_record
 from edge_kv.edge.auth.jwt import bearer_token, verify_token
+from edge_kv.edge.auth.service_token import require_service_token
 from edge_kv.edge.config_source import ConfigSource, ConfigVars
 from edge_kv.edge.env import env_binding, env_str
 from edge_kv.edge.gateway.cache import CacheRule, ResponseCache
@@ -62,7 +63,7 @@ from edge_kv.edge.gateway.config import (
 )
 from edge_kv.edge.gateway.headers import forwardable_request_headers, forwardable_response_headers
 from edge_kv.edge.gateway.health import HealthBoard
-from edge_kv.edge.http import problem_response
+from edge_kv.edge.http import json_response, problem_response, read_json_object
 from edge_kv.edge.ratelimit.backends import DurableObjectBackend, KvBackend
 from edge_kv.edge.ratelimit.blockcache import BlockCache
 from edge_kv.edge.ratelimit.enforce import refusal
@@ -91,6 +92,7 @@ GATEWAY_VARS = ConfigVars(
     empty_document="",
 )
 SIGNING_KEYS_VAR = "EDGE_KV_SIGNING_KEYS"
+PURGE_PATH = "/__gateway/purge"
 VIA = "1.1 edge-kv"
 SIGNED_COMPONENTS = (
     "@method",
@@ -217,6 +219,11 @@ class Gateway:
             return None
         method = request_method(request)
         url = urlsplit(str(request.url))
+        if url.path == PURGE_PATH:
+            try:
+                return await self._purge(request, env, method)
+            except EdgeKvError as exc:
+                return problem_response(exc.status, exc.detail or None, code=exc.code)
         route = config.match(method, url.path)
         if route is None:
             return None
@@ -297,15 +304,18 @@ class Gateway:
                 ctx,
                 timing,
                 limit_headers,
+                kv,
+                config.health.refresh_s,
             )
         response, decision_origin, reason = await forward()
         if route.cache is not None and method not in SAFE_METHODS and response.status < 400:
             targets = hc.invalidation_targets(method, response.status, str(request.url), response.headers)
             keys = [self.cache.key(route.cache, t, incoming, cf, identity.subject) for t in targets]
+            store = self.cache.store_for(route.cache, kv)
             if keys and ctx is not None:
-                ctx.waitUntil(_future(self.cache.invalidate(keys)))
+                ctx.waitUntil(_future(self.cache.invalidate(keys, store)))
             elif keys:
-                await self.cache.invalidate(keys)
+                await self.cache.invalidate(keys, store)
         headers = forwardable_response_headers(response.headers)
         headers += [
             ("via", VIA),
@@ -316,6 +326,36 @@ class Gateway:
         timing.lap("respond")
         headers.append(("server-timing", timing.header()))
         return streaming_response(response.status, headers, None if method == "HEAD" else response.body)
+
+    async def _purge(self, request: Any, env: Any, method: str) -> Any:
+        """``POST /__gateway/purge`` (service token): ``{"urls": [...], "prefixes": [...],
+        "tags": [...]}``. Recorded in KV before answering, so every isolate and tier honours
+        it within its refresh period; this isolate at once."""
+        if method != "POST":
+            return problem_response(405, "use POST", headers=[("allow", "POST")])
+        require_service_token(env, request.headers.get("authorization"))
+        body = await read_json_object(request)
+        unknown = sorted(set(body) - {"urls", "prefixes", "tags"})
+        if unknown:
+            raise InvalidInput(f"unknown field(s) {unknown}; expected urls, prefixes, tags")
+        lists: dict[str, list[str]] = {}
+        for name in ("urls", "prefixes", "tags"):
+            value = body.get(name, [])
+            if (
+                not isinstance(value, list)
+                or len(value) > 1000
+                or not all(isinstance(v, str) and v for v in value)
+            ):
+                raise InvalidInput(f"'{name}' must be a list of at most 1000 non-empty strings")
+            lists[name] = value
+        try:
+            urls = [hc.normalize_url(u) for u in lists["urls"]]
+            prefixes = [hc.normalize_url(u) for u in lists["prefixes"]]
+        except InvalidInput as exc:
+            raise InvalidInput(f"not an absolute http(s) URL: {exc}") from None
+        kv = env_binding(env, "EDGE_KV_GATEWAY_KV", "KV")
+        await self.cache.purges.record(kv, self.clock(), urls=urls, prefixes=prefixes, tags=lists["tags"])
+        return json_response({"purged": {"urls": urls, "prefixes": prefixes, "tags": lists["tags"]}})
 
     async def _cached(
         self,
@@ -330,6 +370,8 @@ class Gateway:
         ctx: Any,
         timing: ServerTiming,
         limit_headers: tuple[tuple[str, str], ...],
+        kv: Any = None,
+        refresh_s: float = 5.0,
     ) -> Any:
         """The cache stage (see :mod:`edge_kv.edge.gateway.cache`)."""
         # A request the gateway authenticated counts as authorised (RFC 9111 §3.5), whatever
@@ -339,7 +381,10 @@ class Gateway:
         )
         key = self.cache.key(rule, url, incoming, cf, identity.subject)
         now = self.clock()
-        found = await self.cache.lookup(rule, key, incoming, now)
+        if kv is not None and ctx is not None and now - self.cache.purges.refreshed_at >= refresh_s:
+            self.cache.purges.refreshed_at = now  # one refresh at a time per isolate
+            ctx.waitUntil(_future(self.cache.purges.refresh(kv, now)))
+        found = await self.cache.lookup(rule, key, incoming, now, self.cache.store_for(rule, kv))
         timing.lap("cache")
         extra = [("via", VIA), *limit_headers]
         entry, fresh = found.entry, found.freshness
@@ -379,7 +424,7 @@ class Gateway:
 
             async def run() -> None:
                 try:
-                    await self._refetch(rule, key, found, incoming, storable_headers, forward)
+                    await self._refetch(rule, key, found, incoming, storable_headers, forward, "GET", url)
                 except Exception as exc:  # the stale copy stays; the next request tries again
                     print(f"edge_kv: background revalidation of {key[:120]} failed: {exc}")
                 finally:
@@ -396,7 +441,9 @@ class Gateway:
                 revalidate_in_background()
                 return from_cache(entry.stored, entry.body, "stale", fresh.ttl, entry.origin)
             try:
-                result = await self._refetch(rule, key, found, incoming, storable_headers, forward, method)
+                result = await self._refetch(
+                    rule, key, found, incoming, storable_headers, forward, method, url
+                )
             except (OriginTimeout, OriginUnreachable, NoOrigin):
                 if fresh.stale_if_error_ok:
                     return from_cache(entry.stored, entry.body, "error-stale", fresh.ttl, entry.origin)
@@ -411,7 +458,7 @@ class Gateway:
             return self._answer(result, "expired", timing, extra)
 
         async def fill() -> _Fetched:
-            return await self._refetch(rule, key, found, incoming, storable_headers, forward, method)
+            return await self._refetch(rule, key, found, incoming, storable_headers, forward, method, url)
 
         result, collapsed = await self.cache.coalesce(f"{method} {key}", fill)
         if collapsed and not self._shareable(result, incoming):
@@ -449,6 +496,7 @@ class Gateway:
         storable_headers: list[tuple[str, str]],
         forward: Callable[..., Awaitable[tuple[OriginResponse, str, str]]],
         method: str = "GET",
+        url: str = "",
     ) -> _Fetched:
         """Ask the origin (conditionally when a stored copy has validators) and store what
         may be stored."""
@@ -464,7 +512,7 @@ class Gateway:
             and hc.not_modified_matches(entry.stored, response.headers)
         ):
             merged = hc.merge_not_modified(entry.stored, response.headers, request_time, response_time)
-            await self.cache.refresh(found.variant_key, entry, merged, response_time)
+            await self.cache.refresh(found.variant_key, entry, merged, response_time, found.store)
             return _Fetched(
                 200, list(merged.headers), entry.body, origin, reason, "revalidated", True, merged
             )
@@ -475,7 +523,7 @@ class Gateway:
         stored_ok = await self.cache.store_response(
             rule,
             key,
-            "GET",
+            method,
             storable_headers,
             response.status,
             response.headers,
@@ -483,6 +531,8 @@ class Gateway:
             request_time,
             response_time,
             origin,
+            url,
+            found.store,
         )
         stored = (
             hc.StoredResponse.from_exchange(
