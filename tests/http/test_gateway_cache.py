@@ -304,7 +304,11 @@ async def test_hits_and_stale_answers_do_not_wait_for_a_slow_origin(c: httpx.Asy
         r = await c.get(url)
         times.append(time.monotonic() - started)
     times.sort()
-    assert times[-1] < 0.25, f"slowest cached answer {times[-1] * 1000:.0f} ms"
+    p50, worst = times[len(times) // 2], times[-1]
+    print(f"cached answers with a 500 ms origin: p50 {p50 * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+    # Never the origin's 500 ms: a cached answer does not wait for it. (The host shares two
+    # cores with the rest of the suite, so the bound leaves room for scheduling noise.)
+    assert p50 < 0.1 and worst < 0.45, f"p50 {p50 * 1000:.0f} ms, slowest {worst * 1000:.0f} ms"
 
 
 async def test_unkeyed_headers_and_fat_gets_cannot_poison_the_cache(c: httpx.AsyncClient) -> None:

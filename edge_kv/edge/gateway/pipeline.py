@@ -33,6 +33,7 @@ the origin streams through.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -44,7 +45,7 @@ from urllib.parse import urlsplit
 
 from edge_kv.core import httpcache as hc
 from edge_kv.core import httpsig
-from edge_kv.core.errors import EdgeKvError, InvalidInput, Unavailable
+from edge_kv.core.errors import EdgeKvError, InvalidInput, LockAcquireTimeout, Unavailable
 from edge_kv.core.geo import route as geo_route
 from edge_kv.core.jwt import InvalidToken
 from edge_kv.edge.auth.api_keys import API_KEY_HEADER, UnknownApiKey, api_key_record
@@ -64,6 +65,7 @@ from edge_kv.edge.gateway.config import (
 from edge_kv.edge.gateway.headers import forwardable_request_headers, forwardable_response_headers
 from edge_kv.edge.gateway.health import HealthBoard
 from edge_kv.edge.http import json_response, problem_response, read_json_object
+from edge_kv.edge.locks.client import EdgeLock
 from edge_kv.edge.ratelimit.backends import DurableObjectBackend, KvBackend
 from edge_kv.edge.ratelimit.blockcache import BlockCache
 from edge_kv.edge.ratelimit.enforce import refusal
@@ -306,6 +308,7 @@ class Gateway:
                 limit_headers,
                 kv,
                 config.health.refresh_s,
+                getattr(env, "LOCKS", None),
             )
         response, decision_origin, reason = await forward()
         if route.cache is not None and method not in SAFE_METHODS and response.status < 400:
@@ -372,6 +375,7 @@ class Gateway:
         limit_headers: tuple[tuple[str, str], ...],
         kv: Any = None,
         refresh_s: float = 5.0,
+        locks: Any = None,
     ) -> Any:
         """The cache stage (see :mod:`edge_kv.edge.gateway.cache`)."""
         # A request the gateway authenticated counts as authorised (RFC 9111 §3.5), whatever
@@ -423,11 +427,27 @@ class Gateway:
             self.cache.revalidating.add(found.variant_key)
 
             async def run() -> None:
+                lease = None
                 try:
+                    if locks is not None:
+                        # Across isolates: a short Durable Object lease per key; whoever does
+                        # not get it leaves the revalidation to its holder. The lease expires
+                        # by itself if the holder dies.
+                        lease = EdgeLock(
+                            locks, "cache:" + _digest(found.variant_key), ttl_ms=REVALIDATION_LEASE_MS
+                        )
+                        try:
+                            await lease.acquire()
+                        except LockAcquireTimeout:
+                            lease = None
+                            return
                     await self._refetch(rule, key, found, incoming, storable_headers, forward, "GET", url)
                 except Exception as exc:  # the stale copy stays; the next request tries again
                     print(f"edge_kv: background revalidation of {key[:120]} failed: {exc}")
                 finally:
+                    if lease is not None:
+                        with contextlib.suppress(Exception):
+                            await lease.release()
                     self.cache.revalidating.discard(found.variant_key)
                     self.cache.revalidated_at[found.variant_key] = self.clock()
                     self.cache.forget_old(self.clock())
@@ -714,6 +734,15 @@ _ENTITY_FIELDS = frozenset(
 
 def _without_conditionals(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(n, v) for n, v in headers if n.lower() not in _CONDITIONALS]
+
+
+REVALIDATION_LEASE_MS = 30_000
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:48]
 
 
 def _future(coro: Any) -> Any:
