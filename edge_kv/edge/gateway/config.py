@@ -320,10 +320,12 @@ def _cache_rule(value: object, path: str, auth: Sequence[str]) -> CacheRule:
             "kv",
         ),
     )
-    statuses_raw = body.get("statuses", sorted(hc.HEURISTIC_STATUSES))
+    statuses_raw = body.get("statuses", sorted(hc.HEURISTIC_STATUSES - {206}))
     if not isinstance(statuses_raw, list) or not statuses_raw:
         raise GatewayConfigError(f"{path}.statuses", "expected a non-empty list of status codes")
     statuses = frozenset(_int(s, f"{path}.statuses[{i}]", 200, 599) for i, s in enumerate(statuses_raw))
+    if 206 in statuses:
+        raise GatewayConfigError(f"{path}.statuses", "206 cannot be cached: the gateway has no range logic")
     drop = _str_list(
         body.get("query_drop", sorted(hc.DEFAULT_QUERY_DROP)),
         f"{path}.query_drop",
