@@ -176,9 +176,12 @@ def _issuer(name: str, value: object, path: str) -> IssuerConfig:
     if (jwks is None) == (uri is None):
         raise GatewayConfigError(path, "needs exactly one of 'jwks' (inline keys) and 'jwks_uri'")
     if uri is not None and (
-        not isinstance(uri, str) or (not uri.startswith("https://") and not uri.startswith("http://"))
+        not isinstance(uri, str) or not uri.startswith("https://") or "@" in uri.split("/")[2]
     ):
-        raise GatewayConfigError(f"{path}.jwks_uri", f"expected an http(s) URL, got {uri!r}")
+        # Keys fetched over plain HTTP could be swapped by anyone on the path.
+        raise GatewayConfigError(
+            f"{path}.jwks_uri", f"expected an https URL without credentials, got {uri!r}"
+        )
     keys: JwkSet | None = None
     if jwks is not None:
         try:

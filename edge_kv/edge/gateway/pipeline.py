@@ -171,9 +171,13 @@ def _keyring(env: Any) -> httpsig.Keyring:
 
 
 def _unauthorized(detail: str, *, error: str | None = None, realm: str = "edge-kv") -> Any:
+    """401 with an RFC 6750 challenge. The description quotes what the client sent, so it is
+    cut down to the characters a quoted-string allows (printable ASCII, no ``"``/``\\``):
+    anything else would make the runtime's ``Headers`` refuse the value (a 500)."""
     challenge = f'Bearer realm="{realm}"'
     if error:
-        challenge += f', error="{error}", error_description="{detail[:120].replace(chr(34), chr(39))}"'
+        safe = "".join(c for c in detail if " " <= c <= "~" and c not in '"\\')[:200]
+        challenge += f', error="{error}", error_description="{safe}"'
     return problem_response(401, detail, headers=[("www-authenticate", challenge)])
 
 
