@@ -18,6 +18,7 @@ import asyncio
 import json
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,6 +116,10 @@ class MemorySql:
     def __init__(self) -> None:
         self.db = sqlite3.connect(":memory:", isolation_level=None)
         self.db.row_factory = sqlite3.Row
+        # The database lives as long as this object (a Durable Object's storage has no
+        # close either): close it when the object goes, rather than leaving an open
+        # connection to the garbage collector (a ResourceWarning from Python 3.13 on).
+        weakref.finalize(self, self.db.close)
 
     def exec(self, query: str, *bindings: Any) -> _Cursor:
         cursor = self.db.execute(query, bindings)

@@ -249,6 +249,17 @@ def _forget(fut: asyncio.Future[Any]) -> None:
         fut.exception()  # retrieved: a clean-up that failed is not worth a warning
 
 
+async def wait_detached() -> None:
+    """Wait for the clean-up calls still running in the background on this event loop
+    (see :func:`finish_or_detach`). Call it before closing the clients they use: a
+    clean-up that runs on after its client was closed opens a new connection, which
+    then nobody closes."""
+    loop = asyncio.get_running_loop()
+    pending = [f for f in _detached if f.get_loop() is loop]
+    if pending:
+        await asyncio.wait(pending)
+
+
 async def finish_or_detach(aw: Awaitable[Any], wait_s: float | None) -> None:
     """Wait up to ``wait_s`` seconds (``None``: no limit) for a clean-up call (e.g. undoing
     a failed Redlock attempt); if it is not done by then, let it finish in the background.

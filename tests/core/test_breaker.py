@@ -39,7 +39,7 @@ def test_config_validation() -> None:
         {"window": "time", "window_size": 7200},
     ):
         with pytest.raises(ValueError):
-            BreakerConfig(**bad)  # type: ignore[arg-type]
+            BreakerConfig(**bad)
 
 
 def test_config_errors_are_invalid_input() -> None:

@@ -79,9 +79,10 @@ def test_standard_members_are_never_shadowed_by_extensions() -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: problem(400, **{"status": 500}),
+        # A second status is the wrong type on purpose: the call must be refused.
+        lambda: problem(400, **{"status": 500}),  # type: ignore[arg-type]
         lambda: problem(400, "d", **{"detail": "again"}),
-        lambda: problem_json(400, **{"status": 500}),
+        lambda: problem_json(400, **{"status": 500}),  # type: ignore[arg-type]
         lambda: problem_json(400, "d", **{"detail": "again"}),
     ],
     ids=["problem-status", "problem-detail", "json-status", "json-detail"],

@@ -209,7 +209,7 @@ async def test_durable_logic_refuses_explicit_clock_before_touching_storage() ->
 def test_edge_lock_client_checks_arguments() -> None:
     for kwargs in ({"ttl_ms": 0}, {"wait_ms": -1}, {"poll_ms": 0}, {"wait_ms": True}):
         with pytest.raises(ValueError):
-            EdgeLock(None, "r", **kwargs)  # type: ignore[arg-type]
+            EdgeLock(None, "r", **kwargs)
     for resource in ("", "x" * 257):
         with pytest.raises(ValueError):
             EdgeLock(None, resource)

@@ -233,6 +233,7 @@ async def test_kv_limiter_over_admission_is_measured(api: httpx.AsyncClient, rec
 # ---- same decisions as the core and the Redis script -------------------------------------
 
 
+@pytest.mark.slow
 async def test_durable_object_replays_the_shared_vectors(api: httpx.AsyncClient) -> None:
     """Every step of every case is one object call with an explicit clock (steps of a case
     go in one HTTP request to keep the run short); every decision field must match."""
@@ -441,7 +442,11 @@ async def test_limits_change_through_kv_without_redeploy(api: httpx.AsyncClient)
         ("/ratelimit/per-ip", ["key"], 400),
         ("/ratelimit/per-ip", {"key": "bad-input", "steps": []}, 400),
         ("/ratelimit/per-ip/replay", {"key": "bad-input", "steps": []}, 400),
-        ("/ratelimit/per-ip/replay", {"key": "bad-input", "steps": [{"cost": 1, "now_us": 5}, {"cost": 9}]}, 400),
+        (
+            "/ratelimit/per-ip/replay",
+            {"key": "bad-input", "steps": [{"cost": 1, "now_us": 5}, {"cost": 9}]},
+            400,
+        ),
         ("/ratelimit/per-ip/replay", {"key": "bad-input", "steps": [{"cost": -1, "now_us": 5}]}, 400),
     ],
 )

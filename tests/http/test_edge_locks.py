@@ -192,6 +192,7 @@ async def test_malformed_json_is_400(api: httpx.AsyncClient) -> None:
     assert (await status(api, "bad"))["last_token"] == 0
 
 
+@pytest.mark.slow
 async def test_tokens_keep_increasing_across_host_restarts(
     service_config: Path, tmp_path: Path, start_host: Callable[..., HostProcess]
 ) -> None:

@@ -36,6 +36,7 @@ async def test_concurrent_increments_are_exact(base_url: str) -> None:
 
 
 @pytest.mark.host_only
+@pytest.mark.slow
 async def test_without_input_gate_the_same_load_loses_updates(start_host: Callable[..., HostProcess]) -> None:
     """Proves the test above can fail: Counter.increment really races without the gate."""
     host = start_host("--no-input-gate")
@@ -44,6 +45,7 @@ async def test_without_input_gate_the_same_load_loses_updates(start_host: Callab
 
 
 @pytest.mark.host_only
+@pytest.mark.slow
 async def test_state_survives_a_restart(start_host: Callable[..., HostProcess], tmp_path: Path) -> None:
     persist = tmp_path / "state"
     first = start_host(persist=persist)

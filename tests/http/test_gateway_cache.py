@@ -149,7 +149,7 @@ async def c(cache_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def xc(r: httpx.Response) -> str:
-    return r.headers.get("x-cache", "")
+    return str(r.headers.get("x-cache", ""))
 
 
 async def test_fresh_responses_are_hits_with_age_and_cache_status(c: httpx.AsyncClient) -> None:

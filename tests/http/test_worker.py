@@ -57,6 +57,7 @@ async def test_kv_ttl_sets_expiration(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/kv/{key}")).json()["value"] == "v"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     "EDGE_KV_SLOW_TESTS" not in __import__("os").environ,
     reason="waits 61 s for the KV minimum TTL; set EDGE_KV_SLOW_TESTS=1",

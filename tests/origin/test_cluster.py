@@ -29,11 +29,11 @@ from edge_kv.origin.ratelimit import RateLimiter
 from edge_kv.origin.resilience import BreakerConfig, CircuitBreaker, CircuitOpenError
 from edge_kv.origin.resilience.breaker_redis import RedisBreakerStore
 
-pytestmark = pytest.mark.redis
-
 
 def nodes_of(client: RedisCluster, keys: list[str]) -> set[str]:
-    return {client.get_node_from_key(k).name for k in keys}
+    nodes = [client.get_node_from_key(k) for k in keys]
+    assert all(nodes)
+    return {n.name for n in nodes if n is not None}
 
 
 async def test_cluster_is_real(redis_cluster: RedisCluster) -> None:
@@ -85,18 +85,20 @@ async def test_redis_lock_and_fenced_store_on_cluster(redis_cluster: RedisCluste
 async def test_fenced_write_outside_the_resource_slot_is_a_typed_error(redis_cluster: RedisCluster) -> None:
     store = FencedStore(redis_cluster)
     async with RedisLock(redis_cluster, "invoice:42", ttl_ms=5000) as lock:
+        token = lock.token
+        assert token is not None
         # The README's key: resource "invoice:42", data key "invoice:42:state".
         assert redis_cluster.keyslot("invoice:42:state") != redis_cluster.keyslot(
             store.fence_key("invoice:42")
         )
         with pytest.raises(InvalidInput) as info:
-            await store.set("invoice:42", lock.token, "invoice:42:state", "paid")
+            await store.set("invoice:42", token, "invoice:42:state", "paid")
         assert isinstance(info.value, ValueError)
         assert "{invoice:42}:state" in str(info.value)
         for op in (
-            store.incrby("invoice:42", lock.token, "invoice:42:n"),
-            store.rpush("invoice:42", lock.token, "invoice:42:log", "x"),
-            store.delete("invoice:42", lock.token, "invoice:42:state"),
+            store.incrby("invoice:42", token, "invoice:42:n"),
+            store.rpush("invoice:42", token, "invoice:42:log", "x"),
+            store.delete("invoice:42", token, "invoice:42:state"),
         ):
             with pytest.raises(InvalidInput):
                 await op

@@ -8,7 +8,9 @@ import secrets
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import psycopg
@@ -23,7 +25,7 @@ from edge_kv.origin.testing import RedisServer
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "origin_service.py"
 
 
-def _load_example():  # type: ignore[no-untyped-def]
+def _load_example() -> ModuleType:
     spec = importlib.util.spec_from_file_location("origin_service_example", EXAMPLE)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -49,7 +51,7 @@ def flaky_payments() -> tuple[Starlette, Counter[str]]:
 
 
 @pytest.fixture
-def table(pg_dsn: str):  # type: ignore[no-untyped-def]
+def table(pg_dsn: str) -> Iterator[str]:
     name = f"idem_example_{secrets.token_hex(4)}"
     yield name
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -30,6 +30,8 @@ from build_worker import build  # noqa: E402
 from hostproc import HostProcess  # noqa: E402
 from test_edge_limits import AUTH, write_test_config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # builds the worker and starts the offline host
+
 
 @pytest.fixture(scope="module")
 def edge_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

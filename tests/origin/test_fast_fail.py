@@ -30,8 +30,6 @@ from edge_kv.origin.resilience import BreakerConfig, CircuitBreaker
 from edge_kv.origin.resilience.breaker_redis import RedisBreakerStore
 from edge_kv.origin.testing import free_port
 
-pytestmark = pytest.mark.redis
-
 FAST_S = 0.1  # "at once" on loopback; the parts' timeouts below are 2 s
 TIMEOUT_S = 2.0
 
@@ -147,6 +145,7 @@ async def test_client_keeps_its_own_retries_outside_edge_kv() -> None:
         RateLimiter(client, TokenBucket(1, 1))
         RedisLock(client, "r")  # preparing twice is harmless
         retry = client.get_retry()
+        assert retry is not None
         assert retry.get_retries() == 3  # the application's own calls still retry
         with _redis.fast_fail():
             assert retry.get_retries() == 0  # edge_kv's calls make one attempt

@@ -315,7 +315,6 @@ async def test_fastapi_dependency_reads_the_identity() -> None:
 # --- Redis nonce store --------------------------------------------------------------------
 
 
-@pytest.mark.redis
 async def test_redis_nonce_store_refuses_replays_across_app_instances(redis: aioredis.Redis) -> None:
     headers = edge_headers(nonce="redis-nonce-1")
     # Two app instances (two workers/hosts) share one Redis: the second sees the replay.
@@ -333,7 +332,6 @@ async def test_redis_nonce_store_refuses_replays_across_app_instances(redis: aio
     assert 300 < ttl <= 330  # max_age + clock skew
 
 
-@pytest.mark.redis
 async def test_forged_signatures_do_not_burn_nonces(redis: aioredis.Redis) -> None:
     headers = edge_headers(nonce="precious")
     forged = {**headers, "X-Edge-Subject": "mallory"}

@@ -289,7 +289,10 @@ async def test_store_down_fails_closed_or_open(redis_servers: Callable[[int], li
 async def test_client_gone_before_the_body_arrived_runs_nothing(store: IdempotencyStore) -> None:
     app = App()
     asgi = IdempotencyMiddleware(app.starlette(), IdempotencyService(store))
-    messages = [{"type": "http.request", "body": b'{"amo', "more_body": True}, {"type": "http.disconnect"}]
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"amo', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -15,8 +15,6 @@ from edge_kv.core.errors import Unavailable
 from edge_kv.origin.idempotency import RedisDeduplicator, RedisStore, StoredResponse, StoreUnavailable
 from edge_kv.origin.testing import RedisServer
 
-pytestmark = pytest.mark.redis
-
 
 async def test_frozen_redis_is_bounded_by_the_timeout(
     redis_servers: Callable[[int], list[RedisServer]],

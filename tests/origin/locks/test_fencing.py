@@ -4,7 +4,8 @@ token issued twice is honoured for the first owner that uses it only."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -49,7 +50,8 @@ async def test_incrby_rpush_delete_and_observe(redis: aioredis.Redis) -> None:
     with pytest.raises(StaleFencingToken):
         await store.delete("r", 9, "n")
     assert await redis.get("n") == b"3"
-    assert await redis.lrange("log", 0, -1) == [b"x"]
+    # redis-py's asyncio client shares the sync client's signatures (`Awaitable[list] | list`).
+    assert await cast(Awaitable[list[bytes]], redis.lrange("log", 0, -1)) == [b"x"]
     assert (await store.delete("r", 10, "n")).result == 1
     assert await redis.exists("n") == 0
 
@@ -97,8 +99,10 @@ async def test_bad_value_and_options(redis: aioredis.Redis) -> None:
     assert await redis.dbsize() == 0
 
 
-async def test_unreachable_redis_is_typed_and_bounded() -> None:
-    server = RedisServer().start()
+async def test_unreachable_redis_is_typed_and_bounded(
+    redis_servers: Callable[[int], list[RedisServer]],
+) -> None:
+    [server] = redis_servers(1)
     client = aioredis.Redis.from_url(server.url)
     try:
         store = FencedStore(client, op_timeout=0.5)
@@ -112,7 +116,6 @@ async def test_unreachable_redis_is_typed_and_bounded() -> None:
             await store.set("r", 3, "k", "v")
     finally:
         await client.aclose()
-        server.close()
 
 
 # --- a token issued twice: two holders, one token ----------------------------------
@@ -167,6 +170,7 @@ async def test_lock_object_carries_token_and_owner(redis: aioredis.Redis) -> Non
         assert await store.fence("r") == (lock.token, lock.owner)
         with pytest.raises(ValueError):
             await store.set("r", lock, "{r}:data", "v", owner="someone-else")
+        assert lock.token is not None
         with pytest.raises(StaleFencingToken):  # same token, not the lock's owner
             await store.set("r", lock.token, "{r}:data", "w", owner="impostor")
 

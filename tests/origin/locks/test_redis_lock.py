@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -174,8 +175,10 @@ async def test_bad_names_write_nothing(redis: aioredis.Redis, name: object) -> N
     assert await redis.dbsize() == 0
 
 
-async def test_killed_or_paused_redis_gives_typed_error_within_timeout() -> None:
-    server = RedisServer().start()
+async def test_killed_or_paused_redis_gives_typed_error_within_timeout(
+    redis_servers: Callable[[int], list[RedisServer]],
+) -> None:
+    [server] = redis_servers(1)
     client = aioredis.Redis.from_url(server.url)
     try:
         lock = RedisLock(client, "res", ttl_ms=5000, op_timeout=0.3)
@@ -199,4 +202,3 @@ async def test_killed_or_paused_redis_gives_typed_error_within_timeout() -> None
         assert await RedisLock(client, "res3").acquire() >= 1  # recovers after restart
     finally:
         await client.aclose()
-        server.close()

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from edge_kv.core.ratelimit import FixedWindow, SlidingLog, SlidingWindowCounter, TokenBucket
+from edge_kv.core.ratelimit import FixedWindow, Policy, SlidingLog, SlidingWindowCounter, TokenBucket
 from edge_kv.origin.ratelimit import LIMIT_SCRIPT, RateLimiter, RateLimiterUnavailable
 from edge_kv.origin.testing import RedisServer
 
-ALL = [
+ALL: list[Policy] = [
     TokenBucket(5, 10, name="tb"),
     SlidingLog(5, 0.5, name="log"),
     SlidingWindowCounter(5, 0.5, name="swc"),
@@ -34,7 +34,7 @@ ALL = [
         lambda: SlidingLog(1, 0),
         lambda: SlidingWindowCounter(5, -1),
         lambda: FixedWindow(5, 0),
-        lambda: FixedWindow(True, 1),  # type: ignore[arg-type]
+        lambda: FixedWindow(True, 1),  # a bool is an int to mypy, refused at run time
     ],
 )
 def test_bad_policy_parameters_raise(make: Callable[[], object]) -> None:

@@ -15,8 +15,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from edge_kv.core.ratelimit import SlidingLog, TokenBucket
+from edge_kv.origin._asgi import Message, Receive, Scope, Send
 from edge_kv.origin.ratelimit import RateLimiter, RateLimitMiddleware, header_key
-from edge_kv.origin.ratelimit.middleware import Message, Receive, Scope, Send
 from edge_kv.origin.testing import RedisServer
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -39,7 +40,12 @@ limits = st.integers(1, 25)
 def policy(kind: str, name: str) -> st.SearchStrategy[Policy]:
     if kind == "tb":
         return st.builds(TokenBucket, limits, rates, name=st.just(name))
-    cls = {"log": SlidingLog, "swc": SlidingWindowCounter, "fw": FixedWindow}[kind]
+    classes: dict[str, Callable[..., Policy]] = {
+        "log": SlidingLog,
+        "swc": SlidingWindowCounter,
+        "fw": FixedWindow,
+    }
+    cls = classes[kind]
     return st.builds(cls, limits, windows, name=st.just(name))
 
 

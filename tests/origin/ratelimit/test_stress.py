@@ -12,12 +12,14 @@ import os
 import random
 from collections import defaultdict
 
+import pytest
 import redis.asyncio as aioredis
 
 from edge_kv.core.ratelimit import Policy, SlidingLog, TokenBucket
 from edge_kv.origin.ratelimit import RateLimiter
 from edge_kv.origin.testing import RedisServer
 
+pytestmark = pytest.mark.slow  # runs for EDGE_KV_STRESS_SECONDS
 SECONDS = float(os.environ.get("EDGE_KV_STRESS_SECONDS", "4"))
 CLIENTS = 64
 KEYS = [f"stress:{i}" for i in range(10)]

@@ -4,7 +4,8 @@ through both (same config, same clock) give the same verdicts and the same store
 from __future__ import annotations
 
 import random
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -86,14 +87,16 @@ async def test_lua_mirrors_python_on_random_sequences(redis: aioredis.Redis, cfg
                 raw = await script(keys=[key], args=["f", str(now), ttl, *cfg.lua_args(), str(new)])
             got = (bool(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]))
             assert got == tuple(expected)[:5], f"seed {seed} step {step}"
-            stored = {k.decode(): int(v) for k, v in (await redis.hgetall(key)).items()}
+            # redis-py's asyncio client shares the sync client's signatures (`Awaitable[dict] | dict`).
+            raw_hash = await cast(Awaitable[dict[bytes, bytes]], redis.hgetall(key))
+            stored = {k.decode(): int(v) for k, v in raw_hash.items()}
             assert _norm(stored) == _norm(st), f"seed {seed} step {step}"
 
 
 async def test_server_time_is_used_when_no_time_is_given(redis: aioredis.Redis) -> None:
     cfg = BreakerConfig(window_size=1, minimum_calls=1)
     await BREAKER_SCRIPT.run(redis, ["t"], ["f", "", "60000", *cfg.lua_args(), str(policy.OPEN)])
-    since = int(await redis.hget("t", "since") or 0)
+    since = int(await cast(Awaitable[bytes | None], redis.hget("t", "since")) or 0)
     server_s, _ = await redis.time()
     assert abs(since - server_s * 1000) < 5_000
     assert 0 < await redis.pttl("t") <= 60_000

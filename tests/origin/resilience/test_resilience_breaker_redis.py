@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -84,7 +85,8 @@ async def test_two_replicas_share_one_state(redis: aioredis.Redis, redis_server:
         await a.call(ok)
         await b.call(ok)
         assert a.state == b.state == "closed"
-        assert await redis.hget("edge_kv:breaker:payments", "st") == b"0"
+        # redis-py's asyncio client shares the sync client's signatures (`Awaitable[str | None] | ...`).
+        assert await cast(Awaitable[bytes | None], redis.hget("edge_kv:breaker:payments", "st")) == b"0"
     finally:
         await ca.aclose()
         await cb.aclose()
