@@ -100,7 +100,12 @@ def src_rule(rel: str, name: str) -> str | None:
 
 @pytest.mark.parametrize(
     ("layer", "rule"),
-    [(PKG / "core", core_rule), (PKG / "edge", edge_rule), (PKG / "origin", origin_rule), (ROOT / "src", src_rule)],
+    [
+        (PKG / "core", core_rule),
+        (PKG / "edge", edge_rule),
+        (PKG / "origin", origin_rule),
+        (ROOT / "src", src_rule),
+    ],
     ids=["core", "edge", "origin", "src"],
 )
 def test_layer_imports(layer: Path, rule: object) -> None:
