@@ -2,17 +2,21 @@
 """Per-call overhead of edge_kv's breaker and bulkhead vs a bare call and competitors.
 
 Same process, same event loop, same throwaway redis-server for the shared-state rows.
-Prints a markdown table: microseconds per call (best of ``--rounds``), overhead over the
-bare call, and each row's time relative to edge_kv's row of the same group.
+The contenders of a group are interleaved: each group runs ``--slices`` rounds, and every
+round times one slice of ``--calls / --slices`` calls of each contender (in a rotating
+order), so a burst of load elsewhere on the machine hits all of them alike. Prints a
+markdown table: microseconds per call (median over the slices; best slice in brackets),
+overhead over the bare call, and each row's time relative to edge_kv's row of the group.
 
     .venv/bin/pip install -e '.[dev,bench]'
-    .venv/bin/python scripts/bench_resilience.py [--calls 20000] [--redis-calls 3000]
+    .venv/bin/python scripts/bench_resilience.py [--calls 200000] [--redis-calls 6000] [--slices 40]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -32,17 +36,23 @@ async def dep() -> int:
     return 1
 
 
-async def measure(op: Op, calls: int, rounds: int) -> float:
-    """Best per-call time in microseconds."""
-    for _ in range(min(calls, 500)):
-        await op()
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(calls):
+async def interleaved(ops: list[Op], calls: int, slices: int) -> list[tuple[float, float]]:
+    """(median, best) per-call µs of each op over ``slices`` rounds of ``calls // slices``
+    calls each; within a round the ops take turns, the starting op rotating."""
+    per = max(1, calls // slices)
+    for op in ops:  # warm-up
+        for _ in range(min(per, 500)):
             await op()
-        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
-    return best
+    samples: list[list[float]] = [[] for _ in ops]
+    for r in range(slices):
+        for k in range(len(ops)):
+            i = (r + k) % len(ops)
+            op = ops[i]
+            t0 = time.perf_counter()
+            for _ in range(per):
+                await op()
+            samples[i].append((time.perf_counter() - t0) / per * 1e6)
+    return [(statistics.median(s), min(s)) for s in samples]
 
 
 async def contended(enter: Callable[[], object], workers: int, per_worker: int) -> float:
@@ -60,16 +70,19 @@ async def contended(enter: Callable[[], object], workers: int, per_worker: int) 
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, default=20_000)
-    ap.add_argument("--redis-calls", type=int, default=3_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=200_000)
+    ap.add_argument("--redis-calls", type=int, default=6_000)
+    ap.add_argument("--slices", type=int, default=40)
     a = ap.parse_args()
-    rows: list[tuple[str, str, float, bool]] = []  # group, name, µs, is_ours
+    rows: list[tuple[str, str, float, float, bool]] = []  # group, name, median µs, best µs, is_ours
 
-    async def add(group: str, name: str, op: Op, calls: int, ours: bool = False) -> None:
-        rows.append((group, name, await measure(op, calls, a.rounds), ours))
+    async def group(name: str, contenders: list[tuple[str, Op]], calls: int) -> None:
+        """Interleave the group's contenders; the first one is edge_kv's reference row."""
+        results = await interleaved([op for _, op in contenders], calls, a.slices)
+        for k, ((label, _), (med, best)) in enumerate(zip(contenders, results, strict=True)):
+            rows.append((name, label, med, best, k == 0))
 
-    bare_us = await measure(dep, a.calls, a.rounds)
+    bare_us = (await interleaved([dep], a.calls, a.slices))[0][0]
 
     # -- breakers, local state ----------------------------------------------------------
     cb = CircuitBreaker("bench", BreakerConfig())
@@ -88,11 +101,17 @@ async def main() -> None:
     factory = purgatory.AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)
     purg = factory("bench")(dep)
 
-    await add("breaker (local)", "edge_kv CircuitBreaker.call", lambda: cb.call(dep), a.calls, True)
-    await add("breaker (local)", "edge_kv @breaker decorator", decorated, a.calls)
-    await add("breaker (local)", "edge_kv async with guard()", ours_guard, a.calls)
-    await add("breaker (local)", "pybreaker 1.4 calling()", pybreaker_call, a.calls)
-    await add("breaker (local)", "purgatory 3.0 decorator (in-memory)", purg, a.calls)
+    await group(
+        "breaker (local)",
+        [
+            ("edge_kv CircuitBreaker.call", lambda: cb.call(dep)),
+            ("edge_kv @breaker decorator", decorated),
+            ("edge_kv async with guard()", ours_guard),
+            ("pybreaker 1.4 calling()", pybreaker_call),
+            ("purgatory 3.0 decorator (in-memory)", purg),
+        ],
+        a.calls,
+    )
 
     # -- bulkheads ------------------------------------------------------------------------
     bh = Bulkhead("bench", 10, max_queue=1000)
@@ -111,17 +130,26 @@ async def main() -> None:
         async with lim:
             return await dep()
 
-    await add("bulkhead (uncontended)", "edge_kv async with Bulkhead", ours_bh, a.calls, True)
-    await add("bulkhead (uncontended)", "edge_kv Bulkhead.call", lambda: bh.call(dep), a.calls)
-    await add("bulkhead (uncontended)", "asyncio.Semaphore", sem_call, a.calls)
-    await add("bulkhead (uncontended)", "aiolimiter 1.3 AsyncLimiter", lim_call, a.calls)
-    per = max(1, a.calls // 100)
-    rows.append(
-        ("bulkhead (100 tasks, limit 10)", "edge_kv Bulkhead", await contended(lambda: bh, 100, per), True)
+    await group(
+        "bulkhead (uncontended)",
+        [
+            ("edge_kv async with Bulkhead", ours_bh),
+            ("edge_kv Bulkhead.call", lambda: bh.call(dep)),
+            ("asyncio.Semaphore", sem_call),
+            ("aiolimiter 1.3 AsyncLimiter", lim_call),
+        ],
+        a.calls,
     )
-    rows.append(
-        ("bulkhead (100 tasks, limit 10)", "asyncio.Semaphore", await contended(lambda: sem, 100, per), False)
-    )
+    per = max(1, a.calls // 100 // a.slices)
+    samples: list[list[float]] = [[], []]
+    for r in range(a.slices):
+        for k in range(2):
+            i = (r + k) % 2
+            samples[i].append(await contended(lambda: bh if i == 0 else sem, 100, per))  # noqa: B023
+    for i, label in enumerate(("edge_kv Bulkhead", "asyncio.Semaphore")):
+        rows.append(
+            ("bulkhead (100 tasks, limit 10)", label, statistics.median(samples[i]), min(samples[i]), i == 0)
+        )
 
     # -- breakers, state shared in Redis ------------------------------------------------------
     with RedisServer() as server:
@@ -132,24 +160,25 @@ async def main() -> None:
         )
         await pfactory.initialize()
         ppurg = pfactory("bench")(dep)
-        await add(
+        await group(
             "breaker (Redis-shared)",
-            "edge_kv RedisBreakerStore",
-            lambda: shared.call(dep),
+            [
+                ("edge_kv RedisBreakerStore", lambda: shared.call(dep)),
+                ("purgatory 3.0 AsyncRedisUnitOfWork", ppurg),
+            ],
             a.redis_calls,
-            True,
         )
-        await add("breaker (Redis-shared)", "purgatory 3.0 AsyncRedisUnitOfWork", ppurg, a.redis_calls)
         await client.aclose()
 
     print(
-        f"bare `await dep()`: {bare_us:.3f} µs/call; {a.calls} calls ({a.redis_calls} for Redis rows), best of {a.rounds}\n"
+        f"bare `await dep()`: {bare_us:.3f} µs/call; {a.calls} calls per contender "
+        f"({a.redis_calls} for Redis rows) in {a.slices} interleaved slices\n"
     )
-    print("| group | implementation | µs/call | overhead µs | time vs edge_kv |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    ours = {g: us for g, _, us, o in rows if o}
-    for group, name, us, _ in rows:
-        print(f"| {group} | {name} | {us:.2f} | {us - bare_us:.2f} | {us / ours[group]:.2f}x |")
+    print("| group | implementation | µs/call (median) | best slice | overhead µs | time vs edge_kv |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    ours = {g: us for g, _, us, _, o in rows if o}
+    for name, label, us, best, _ in rows:
+        print(f"| {name} | {label} | {us:.2f} | {best:.2f} | {us - bare_us:.2f} | {us / ours[name]:.2f}x |")
 
 
 if __name__ == "__main__":

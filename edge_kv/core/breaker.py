@@ -42,6 +42,7 @@ __all__ = [
     "acquire",
     "force",
     "record",
+    "record_closed_count",
     "transition",
 ]
 
@@ -82,6 +83,7 @@ class BreakerConfig:
     wait_ms: int = field(init=False)
     half_open_ms: int = field(init=False)
     slot_keys: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+    min_calls: int = field(init=False, repr=False, compare=False)
     lua_argv: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +113,7 @@ class BreakerConfig:
         prefixes = ("r",) if self.window == "count" else ("be", "bc", "bf", "bs")
         keys = tuple(tuple(p + str(i) for p in prefixes) for i in range(self.window_size))
         object.__setattr__(self, "slot_keys", keys)
+        object.__setattr__(self, "min_calls", self.effective_minimum)
         object.__setattr__(self, "lua_argv", self._build_lua_args())
 
     @property
@@ -269,6 +272,40 @@ def record(
         transition(st, OPEN, now_ms)
         return BreakerDecision(False, st["gen"], OPEN, 0, CLOSED)
     return BreakerDecision(False, cur, CLOSED, 0, -1)
+
+
+def record_closed_count(cfg: BreakerConfig, st: State, gen: int, fail: int, slow: int) -> bool:
+    """Fast path of :func:`record` for its common case: a count window, CLOSED, an outcome
+    (``fail``/``slow`` 0 or 1, i.e. SUCCESS or FAILURE, slow already decided against
+    ``cfg.slow_ms``) of a call admitted in the current generation, that does not trip.
+
+    Returns True when it recorded the outcome, with exactly the state changes
+    :func:`record` makes (whose answer would be ``BreakerDecision(False, gen, CLOSED, 0,
+    -1)``). Returns False, changing nothing, in every other case: the caller then calls
+    :func:`record`, which decides (and transitions) as usual.
+    """
+    get = st.get
+    if get("st", CLOSED) != CLOSED or get("gen", 0) != gen or cfg.window != "count":
+        return False
+    h = get("h", 0)
+    (slot,) = cfg.slot_keys[h]
+    old = get(slot, 0)
+    calls = get("n", 0) + 1
+    fails = get("f", 0) + fail
+    slows = get("s", 0) + slow
+    if old > 0:
+        calls -= 1
+        fails -= (old - 1) % 2
+        slows -= (old - 1) // 2
+    if calls >= cfg.min_calls and _tripped(cfg, calls, fails, slows):
+        return False
+    st[slot] = 1 + fail + 2 * slow
+    h += 1
+    st["h"] = 0 if h == cfg.window_size else h
+    st["n"] = calls
+    st["f"] = fails
+    st["s"] = slows
+    return True
 
 
 def force(st: State, new: int, now_ms: int) -> BreakerDecision:

@@ -143,3 +143,52 @@ def test_count_window_opens_exactly_after_n_consecutive_failures(n: int, outcome
         assert (decision.state == OPEN) == tripped
         if tripped:
             break
+
+
+@given(
+    st.integers(min_value=1, max_value=8),
+    st.integers(min_value=1, max_value=8),
+    st.sampled_from([20.0, 50.0, 100.0]),
+    st.sampled_from([None, 0.05]),
+    st.lists(
+        st.tuples(
+            st.sampled_from((SUCCESS, FAILURE)),
+            st.sampled_from((0, 10, 60)),
+            st.sampled_from((0, 1, 40, 2000)),
+            st.booleans(),
+        ),
+        max_size=80,
+    ),
+)
+def test_record_closed_count_is_record_when_it_applies(
+    size: int, minimum: int, rate: float, slow_s: float | None, ops: list[tuple[int, int, int, bool]]
+) -> None:
+    """The fast path (record_closed_count) changes the state exactly as record does when it
+    accepts an outcome, and changes nothing when it declines (record then decides)."""
+    cfg = BreakerConfig(
+        window_size=size,
+        minimum_calls=minimum,
+        failure_rate_threshold=rate,
+        slow_call_duration=slow_s,
+        wait_in_open=1.0,
+        half_open_probes=2,
+    )
+    ref: policy.State = {}
+    fast: policy.State = {}
+    now = 0
+    for kind, duration, advance, stale in ops:
+        now += advance
+        pa, pb = policy.acquire(cfg, ref, now), policy.acquire(cfg, fast, now)
+        assert pa == pb
+        if not pa.allowed:
+            continue
+        gen = pa.gen - 1 if stale else pa.gen
+        expected = policy.record(cfg, ref, now, gen, kind, duration)
+        slow = 1 if cfg.slow_ms > 0 and duration >= cfg.slow_ms else 0
+        before = dict(fast)
+        if policy.record_closed_count(cfg, fast, gen, kind, slow):
+            assert expected == BreakerDecision(False, gen, CLOSED, 0, -1)
+        else:
+            assert fast == before
+            assert policy.record(cfg, fast, now, gen, kind, duration) == expected
+        assert fast == ref

@@ -164,6 +164,9 @@ class CircuitBreaker:
             self._local = self.store._st(self.name)
             self._store_mono = _fast_monotonic(self.store.clock)
         self._mono = _fast_monotonic(self.clock)
+        # Faster still for the common case of `call` (see _call_fast): local store and a
+        # count window. Same decisions, state and metrics as the general path.
+        self._fast: policy.State | None = self._local if self.config.window == "count" else None
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -259,6 +262,33 @@ class CircuitBreaker:
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` through the breaker."""
+        st = self._fast
+        if st is not None and self._last == CLOSED and st.get("st", CLOSED) == CLOSED:
+            # Fast path: CLOSED, local store, count window. Permission in CLOSED changes
+            # nothing and needs no clock (policy.acquire would answer
+            # BreakerDecision(True, gen, CLOSED, 0, -1)), so it is inlined; the duration
+            # is measured only when slow calls are tracked (it is used for nothing else);
+            # the outcome goes through _fast_outcome. Everything else takes the general
+            # path below. test_resilience_breaker_fast_path.py checks both agree.
+            gen = st.get("gen", 0)
+            self.metrics.permitted += 1
+            timed = self.config.slow_ms > 0
+            start = self._mono() if timed else 0.0
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                kind = self.classify(exc)
+                duration = self._mono() - start if timed else 0.0
+                if not self._fast_outcome(st, gen, kind, duration):
+                    await self.report(BreakerDecision(True, gen, CLOSED, 0, -1), kind, duration)
+                raise
+            kind = SUCCESS
+            if self.is_failure_result is not None and self.is_failure_result(result):
+                kind = FAILURE
+            duration = self._mono() - start if timed else 0.0
+            if not self._fast_outcome(st, gen, kind, duration):
+                await self.report(BreakerDecision(True, gen, CLOSED, 0, -1), kind, duration)
+            return result
         permit = await self.permit()
         start = self._mono()
         try:
@@ -269,6 +299,24 @@ class CircuitBreaker:
         failed = self.is_failure_result is not None and self.is_failure_result(result)
         await self.report(permit, FAILURE if failed else SUCCESS, self._mono() - start)
         return result
+
+    def _fast_outcome(self, st: policy.State, gen: int, kind: int, duration: float) -> bool:
+        """Record a fast-path outcome with :func:`policy.record_closed_count` (metrics as
+        :meth:`_count` counts them) when it applies; False: nothing done, use :meth:`report`."""
+        if kind == IGNORED or self._last != CLOSED:
+            return False
+        slow_ms = self.config.slow_ms
+        slow = 1 if slow_ms > 0 and max(0, int(duration * 1000)) >= slow_ms else 0
+        if not policy.record_closed_count(self.config, st, gen, kind, slow):  # kind: 0 or 1
+            return False
+        m = self.metrics
+        if kind == SUCCESS:
+            m.successes += 1
+        else:
+            m.failures += 1
+        if slow:
+            m.slow += 1
+        return True
 
     def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         """Decorator form of :meth:`call`."""
