@@ -3,19 +3,24 @@
 
 Starts its own redis-server processes (one for single-node runs, five for Redlock).
 Every contender runs in the same process, on the same servers, with the same
-concurrency, for ``--seconds`` each, in one run; servers are flushed in between.
+concurrency, for ``--seconds`` each, in one run. The contenders of a case are
+interleaved: they take turns in slices of ``--slice`` seconds (the starting contender
+rotating), so a burst of load elsewhere on the machine hits all of them alike rather
+than whichever ran at the time; servers are flushed before each case.
 
 1. Uncontended single node: ``--concurrency`` tasks, each on its own resource, loop
    acquire+release. edge_kv ``RedisLock`` vs ``redis.asyncio.lock.Lock``.
 2. Redlock on 5 nodes, same shape: edge_kv ``Redlock`` vs ``aioredlock.Aioredlock``
    vs ``pottery.AIORedlock`` (pottery's asyncio Redlock; its ``Redlock`` is the blocking
-   twin with the same protocol). Also reports Redlock pair latency / single-node pair latency.
+   twin with the same protocol).
+   Then one task each, ``RedisLock`` (1 node) and ``Redlock`` (5 nodes) interleaved:
+   Redlock pair latency / single-node pair latency.
 3. Contended: 32 tasks, one resource, acquire (blocking) + release, defaults of each
    library's retry/poll: throughput and wait percentiles.
 
 Needs the ``bench`` extra: ``.venv/bin/pip install -e '.[dev,bench]'``. Usage::
 
-    .venv/bin/python scripts/bench_locks.py [--seconds 2] [--concurrency 16]
+    .venv/bin/python scripts/bench_locks.py [--seconds 2] [--slice 0.25] [--concurrency 16]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
 
+from edge_kv.origin import _redis
 from edge_kv.origin.locks import RedisLock, Redlock
 from edge_kv.origin.testing import RedisServer
 
@@ -51,9 +57,10 @@ class Result:
 
 
 async def drive(
-    name: str, make_pair: Callable[[int], Pair], workers: int, seconds: float, shared: bool
-) -> Result:
-    """Run ``workers`` tasks; each repeats its pair on its own resource (or one shared)."""
+    make_pair: Callable[[int], Pair], workers: int, seconds: float, shared: bool
+) -> tuple[int, float, list[float]]:
+    """Run ``workers`` tasks for ``seconds``; each repeats its pair on its own resource
+    (or one shared). Returns (pairs, elapsed seconds, latencies)."""
     stop = time.monotonic() + seconds
     lat: list[float] = []
     count = 0
@@ -70,7 +77,27 @@ async def drive(
 
     t0 = time.monotonic()
     await asyncio.gather(*(worker(i) for i in range(workers)))
-    return Result(name, count, time.monotonic() - t0, lat)
+    return count, time.monotonic() - t0, lat
+
+
+Contender = tuple[str, Callable[[int], Pair]]
+
+
+async def interleaved(
+    contenders: list[Contender], workers: int, seconds: float, slice_s: float, shared: bool
+) -> list[Result]:
+    """Each contender runs ``seconds`` in total, in turns of ``slice_s``."""
+    slices = max(1, round(seconds / slice_s))
+    totals = [(0, 0.0, list[float]()) for _ in contenders]
+    for r in range(slices):
+        for k in range(len(contenders)):
+            i = (r + k) % len(contenders)
+            count, elapsed, lat = await drive(contenders[i][1], workers, seconds / slices, shared)
+            await _redis.wait_detached()  # work left in the background is not the next one's
+            c0, e0, l0 = totals[i]
+            l0.extend(lat)
+            totals[i] = (c0 + count, e0 + elapsed, l0)
+    return [Result(name, c, e, lat) for (name, _), (c, e, lat) in zip(contenders, totals, strict=True)]
 
 
 def table(title: str, results: list[Result], base: str, metric: str = "pairs/s") -> None:
@@ -85,11 +112,18 @@ def table(title: str, results: list[Result], base: str, metric: str = "pairs/s")
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--slice", type=float, default=0.25)
+    ap.add_argument(
+        "--contended-slice",
+        type=float,
+        default=1.0,
+        help="longer turns when contended: a turn ends only once every waiter got the lock once",
+    )
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--contended-workers", type=int, default=32)
     args = ap.parse_args()
     logging.getLogger("aioredlock").setLevel(logging.CRITICAL)
-    secs, conc = args.seconds, args.concurrency
+    secs, conc, sl = args.seconds, args.concurrency, args.slice
 
     servers = [RedisServer().start() for _ in range(5)]
     try:
@@ -113,10 +147,10 @@ async def main() -> None:
 
             return pair
 
-        single: list[Result] = []
-        for name, fn in (("edge_kv RedisLock", ours), ("redis-py Lock", redispy)):
-            await one.flushall()
-            single.append(await drive(name, fn, conc, secs, shared=False))
+        await one.flushall()
+        single = await interleaved(
+            [("edge_kv RedisLock", ours), ("redis-py Lock", redispy)], conc, secs, sl, shared=False
+        )
         table(f"Uncontended acquire+release, 1 node, {conc} tasks", single, "redis-py Lock")
 
         # 2. Redlock on 5 nodes --------------------------------------------------------------
@@ -151,25 +185,27 @@ async def main() -> None:
 
             return pair
 
-        multi: list[Result] = []
-        contenders: list[tuple[str, Callable[[int], Pair]]] = [
+        contenders: list[Contender] = [
             ("edge_kv Redlock", ours_rl),
             ("aioredlock", aio_rl),
             ("pottery AIORedlock", pottery_rl),
         ]
-        for name, make in contenders:
-            for c in clients:
-                await c.flushall()
-            multi.append(await drive(name, make, conc, secs, shared=False))
+        for c in clients:
+            await c.flushall()
+        multi = await interleaved(contenders, conc, secs, sl, shared=False)
         await manager.destroy()
         table(f"Uncontended Redlock acquire+release, 5 nodes, {conc} tasks", multi, "aioredlock")
         for c in clients:
             await c.flushall()
-        solo_single = await drive("edge_kv RedisLock", ours, 1, secs, shared=False)
-        solo_multi = await drive("edge_kv Redlock", ours_rl, 1, secs, shared=False)
+        solo_single, solo_multi = await interleaved(
+            [("edge_kv RedisLock", ours), ("edge_kv Redlock", ours_rl)], 1, secs, sl, shared=False
+        )
+        await _redis.wait_detached()
         print(
-            f"\nOne task, pair latency: RedisLock {solo_single.mean:.3f} ms, Redlock(5) "
-            f"{solo_multi.mean:.3f} ms -> Redlock/single = {solo_multi.mean / solo_single.mean:.2f}x"
+            f"\nOne task, pair latency (interleaved): RedisLock p50 {solo_single.p50:.3f} ms / mean "
+            f"{solo_single.mean:.3f} ms, Redlock(5) p50 {solo_multi.p50:.3f} ms / mean {solo_multi.mean:.3f} ms "
+            f"-> Redlock/single = {solo_multi.p50 / solo_single.p50:.2f}x (p50), "
+            f"{solo_multi.mean / solo_single.mean:.2f}x (mean)"
         )
 
         # 3. contended: 32 workers, one resource ---------------------------------------------
@@ -199,15 +235,20 @@ async def main() -> None:
 
             return pair
 
-        contended: list[Result] = []
-        for name, make_c in (
-            ("edge_kv RedisLock", ours_c),
-            ("redis-py Lock", redispy_c),
-            ("edge_kv Redlock (5 nodes)", ours_rl_c),
-        ):
-            for c in clients:
-                await c.flushall()
-            contended.append(await drive(name, make_c, workers, secs, shared=True))
+        for c in clients:
+            await c.flushall()
+        contended = await interleaved(
+            [
+                ("edge_kv RedisLock", ours_c),
+                ("redis-py Lock", redispy_c),
+                ("edge_kv Redlock (5 nodes)", ours_rl_c),
+            ],
+            workers,
+            secs,
+            args.contended_slice,
+            shared=True,
+        )
+        await _redis.wait_detached()
         print(f"\n(contended: latency = wait + acquire + release of one pair; {workers} tasks, one resource)")
         table(f"Contended, {workers} tasks, one resource", contended, "redis-py Lock")
         for c in clients:

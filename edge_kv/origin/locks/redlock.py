@@ -2,9 +2,13 @@
 
 Acquire (one attempt):
 
-1. Run the lock's acquire script on every node concurrently (each call bounded by
-   ``op_timeout``): ``SET key owner NX PX ttl`` and, where granted, ``INCR`` of that
-   node's fencing counter. Wait for every node's answer or timeout.
+1. Run the lock's acquire script on every node concurrently (one ``op_timeout`` timer
+   for the round): ``SET key owner NX PX ttl`` and, where granted, ``INCR`` of that
+   node's fencing counter. Stop waiting once a quorum has granted with one and the same
+   counter value > 1 (the steady state: the other answers cannot change the token);
+   otherwise wait for every node's answer or the timer. Calls still running go on in the
+   background (tracked for :func:`_redis.wait_detached`, cancelled by the round's timer);
+   a late grant is released there unless the lock still holds that lease.
 2. Fewer than ``quorum(N) = N // 2 + 1`` grants: release on every node, fail.
 3. ``token = max`` of the counters returned by the granting nodes (and of 1 + the
    counter of any node that refused, which may be ahead). If fewer than a
@@ -15,8 +19,10 @@ Acquire (one attempt):
    non-positive: release everywhere, fail. Otherwise the lease is ours until then.
 
 In steady state every node has the same counter, so step 3 is skipped and acquisition
-is one concurrent round trip. Why tokens are strictly increasing, and what breaks it,
-is in docs/origin-locks.md ("Redlock fencing tokens").
+is one concurrent round trip to the fastest quorum. Release returns once a quorum has
+released (the rest run on in the background). Why tokens are strictly increasing, also
+when returning at quorum, and what breaks it, is in docs/origin-locks.md ("Redlock
+fencing tokens").
 
 Time bound: ``acquire(blocking_timeout=b)`` returns or raises within ``b + op_timeout``.
 A refused connection fails at once (the nodes' clients make one attempt inside edge_kv
@@ -29,8 +35,9 @@ left behind expires by its TTL).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, quorum
@@ -119,10 +126,112 @@ class Redlock(LeaseLock):
             return False
         return bool(ok)
 
+    async def _round(
+        self,
+        sc: LuaScript,
+        keys: list[str],
+        args: list[str | int],
+        limit_s: float,
+        enough: Callable[[list[Any]], bool],
+        owner: str | None = None,
+    ) -> list[Any]:
+        """Run ``sc`` on every node at once under one ``limit_s`` timer
+        (:func:`_redis.bounded`) and stop waiting as soon as ``enough(replies)`` holds (``None``
+        = no answer yet) or every node has answered or the timer ran out.
+
+        Returns the replies so far (``None`` also for unreachable or timed-out nodes). Node
+        calls still running finish in the background (:meth:`_rest`, under what is left of
+        the timer), tracked like :func:`_redis.finish_or_detach`, so that
+        :func:`_redis.wait_detached` waits for them. ``owner``: this is an acquire round
+        (late grants, see :meth:`_rest`). A non-transport error of a node that answered is
+        raised (the others are cancelled).
+        """
+        for client in self.clients:
+            _redis.check_same_slot(client, keys, f"redlock {self.name!r}")
+        n = len(self.clients)
+        replies: list[Any] = [None] * n
+        if limit_s <= 0:  # no time left: nothing is sent
+            return replies
+        reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        error: list[BaseException] = []
+        left = [n]
+
+        def on_done(i: int, task: asyncio.Future[Any]) -> None:
+            left[0] -= 1
+            if not task.cancelled():
+                exc = task.exception()
+                if exc is None:
+                    replies[i] = task.result()
+                elif not isinstance(exc, _redis.UNREACHABLE):
+                    error.append(exc)
+            if not reached.done() and (left[0] == 0 or error or enough(replies)):
+                reached.set_result(None)
+
+        with _redis.fast_fail():  # tasks copy the context when they are created
+            tasks = [asyncio.ensure_future(sc.run(c, keys, args)) for c in self.clients]
+        for i, task in enumerate(tasks):
+            task.add_done_callback(functools.partial(on_done, i))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        try:
+            await _redis.bounded(reached, limit_s, f"redlock {self.name!r}", LockUnavailable)
+        except LockUnavailable:
+            pass  # the round's time is up: nodes that have not answered count as None
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        pending = [(i, t) for i, t in enumerate(tasks) if not t.done()]
+        remaining = deadline - loop.time()
+        if error or remaining <= 0:
+            for _, task in pending:
+                task.cancel()
+            pending = []
+        if error:
+            raise error[0]
+        seen = list(replies)
+        if pending:
+            # The rest finish in the background, under what is left of the round's timer.
+            with _redis.fast_fail():
+                rest = asyncio.ensure_future(self._rest(pending, remaining, owner))
+            _redis._detached.add(rest)
+            rest.add_done_callback(_redis._forget)
+        return seen
+
+    async def _rest(
+        self, pending: Sequence[tuple[int, asyncio.Future[Any]]], limit_s: float, owner: str | None
+    ) -> None:
+        """The node calls a round stopped waiting for, bounded by what is left of its timer.
+        ``owner``: an acquire round; a grant among them is released unless this lock still
+        holds that lease when it arrives (then the lock's own release, sent after the grant
+        arrived, deletes it)."""
+        replies = await _redis.fan_out([t for _, t in pending], limit_s)
+        if owner is None or self._owner == owner:
+            return
+        late = [
+            i for (i, _), r in zip(pending, replies, strict=True) if r is not None and acquire_reply(r)[0] > 0
+        ]
+        if late:
+            await _redis.fan_out(
+                [RELEASE.run(self.clients[i], [self.key], [owner]) for i in late], self.op_timeout
+            )
+
+    def _steady_quorum(self, raw: list[Any]) -> bool:
+        """A quorum granted with one and the same counter value, not a fresh counter:
+        the steady state, where waiting for the other nodes cannot change the token."""
+        grants = [acquire_reply(r)[0] for r in raw if r is not None]
+        grants = [t for t in grants if t > 0]
+        return len(grants) >= self.quorum and min(grants) == max(grants) > 1
+
     async def _attempt(self, owner: str, until: float) -> Attempt:
         started = time.monotonic()
-        raw = await self._fan_out(
-            ACQUIRE, [self.key, self.counter_key], [owner, self.ttl_ms], self._budget(until)
+        raw = await self._round(
+            ACQUIRE,
+            [self.key, self.counter_key],
+            [owner, self.ttl_ms],
+            self._budget(until),
+            self._steady_quorum,
+            owner,
         )
         replies = [None if r is None else acquire_reply(r) for r in raw]
         answered = sum(r is not None for r in replies)
@@ -188,7 +297,12 @@ class Redlock(LeaseLock):
         raise LockNotOwned(f"lock {self.name!r}: extended on {ok} nodes, quorum is {self.quorum}")
 
     async def _release(self, owner: str) -> None:
-        results = await self._each("release", owner)
+        def released_by_quorum(raw: list[Any]) -> bool:
+            return sum(r is not None and bool(r) for r in raw) >= self.quorum
+
+        # The other nodes' releases run on in the background.
+        raw = await self._round(RELEASE, [self.key], [owner], self.op_timeout, released_by_quorum)
+        results = [None if r is None else bool(r) for r in raw]
         released = sum(r is True for r in results)
         if released >= self.quorum:
             return

@@ -47,11 +47,13 @@ async def test_acquire_release_tokens_increase_and_exclude(cluster: Cluster) -> 
     a = Redlock(clients, "res", ttl_ms=5000)
     b = Redlock(clients, "res", ttl_ms=5000)
     t1 = await a.acquire()
+    await _redis.wait_detached()  # acquire returns at quorum; the other nodes' grants follow
     for c in clients:
         assert (await c.get(a.key)).decode() == a.owner
     assert 4000 < a.remaining_ms() <= 5000 - 52  # TTL minus elapsed minus drift (1% + 2 ms)
     assert await b.try_acquire() is None
     await a.release()
+    await _redis.wait_detached()  # release returns at quorum; the others run on
     for c in clients:
         assert await c.exists(a.key) == 0
     t2 = await b.acquire()
@@ -100,6 +102,30 @@ async def test_paused_node_is_bounded_by_op_timeout(cluster: Cluster) -> None:
         await lock.release()
     finally:
         servers[4].resume()
+
+
+async def test_paused_node_costs_no_timeout_once_a_quorum_answered(cluster: Cluster) -> None:
+    """One node SIGSTOPped: acquire returns once a quorum granted and release once a
+    quorum released, so an acquire + release pair does not wait out that node's
+    ``op_timeout`` (before returning at quorum each of them did: >= 2 x 1 s here)."""
+    servers, clients = cluster
+    lock = Redlock(clients, "res", ttl_ms=5000, op_timeout=1.0)
+    await lock.acquire()  # steady state: every node's counter is past 1, connections open
+    await lock.release()
+    servers[4].pause()
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            token = await lock.acquire()
+            assert lock.remaining_ms() > 4000
+            await lock.release()
+            elapsed = time.monotonic() - started
+            assert elapsed < 0.3, f"acquire + release took {elapsed:.3f} s"
+            assert token > 1
+    finally:
+        servers[4].resume()
+    await _redis.wait_detached()
+    assert await clients[4].exists(lock.key) == 0  # late grants were released in the background
 
 
 @pytest.mark.parametrize("failure", ["killed", "paused"])
