@@ -203,7 +203,7 @@ class Redlock(LeaseLock):
     ) -> None:
         """The node calls a round stopped waiting for, bounded by what is left of its timer.
         ``owner``: an acquire round; a grant among them is released unless this lock still
-        holds that lease when it arrives (then the lock's own release, sent after the grant
+        holds that lease once they have all finished (then the lock's own release, sent after the grant
         arrived, deletes it)."""
         replies = await _redis.fan_out([t for _, t in pending], limit_s)
         if owner is None or self._owner == owner:
