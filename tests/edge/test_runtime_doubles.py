@@ -27,7 +27,7 @@ from edge_kv.edge import (
 )
 from edge_kv.edge.locks import LockLimits, LockObject, LockServiceRpc
 from edge_kv.edge.ratelimit import BLOCK_CACHE, LIMITS_CONFIG, RateLimiterRpc
-from edge_kv.edge.runtime import call_rpc, check_kv_key, decode_reply, kv_put, rpc_method
+from edge_kv.edge.runtime import call_rpc, check_kv_key, check_kv_ttl, decode_reply, kv_put, rpc_method
 from edge_kv.edge.testing import MemoryEnv, MemoryKV, MemoryNamespace, MemoryStorage, TestHeaders, TestRequest
 
 LIMITS = LockLimits(max_ttl_ms=60_000, max_wait_ms=5_000, max_waiters=4, poll_grace_ms=1_000)
@@ -163,7 +163,8 @@ async def test_kv_keys_and_ttls_are_checked_before_kv() -> None:
         with pytest.raises(InvalidInput):
             check_kv_key(bad_key)
     check_kv_key("k" * 512)
-    for bad_ttl in [59, 10**20, True, 1.5]:
+    check_kv_ttl(2**31 - 1)  # the binding's limit: a signed 32-bit integer
+    for bad_ttl in [59, 2**31, 10**20, True, 1.5]:
         with pytest.raises(InvalidInput):
             await kv_put(kv, "a", "1", ttl_s=bad_ttl)  # type: ignore[arg-type]
 

@@ -15,8 +15,8 @@ from edge_kv.core.validate import MAX_SAFE_INTEGER, check_js_int
 
 KV_MAX_KEY_BYTES = 512
 KV_MIN_TTL_S = 60
-# KV accepts any expiration in the future; a century keeps arithmetic on it exact.
-KV_MAX_TTL_S = 100 * 365 * 86_400
+# The KV binding takes expirationTtl as a signed 32-bit integer.
+KV_MAX_TTL_S = 2**31 - 1
 
 
 def to_py(value: Any) -> Any:
