@@ -66,6 +66,8 @@ def test_a_good_document_parses_and_matches_routes() -> None:
     assert config.match("DELETE", "/api/orders") is None  # method not listed
     assert config.match("HEAD", "/public/x") is not None and config.match("GET", "/apix") is None
     assert load_gateway_config(json.dumps(GOOD)).routes[1].public
+    anything = parse_gateway_config({**GOOD, "routes": [{**GOOD["routes"][1], "methods": ["*"]}]})
+    assert anything.match("PROPFIND", "/public/x") is not None
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,7 @@ def test_a_good_document_parses_and_matches_routes() -> None:
         (["routes", 0, "auth"], "jwt:x", "routes[0].auth: unknown issuer 'x'"),
         (["routes", 1, "routing"], "nowhere", "routes[1].routing: unknown routing 'nowhere'"),
         (["routes", 0, "limits"], ["per-nothing"], "routes[0].limits[0]: unknown limit 'per-nothing'"),
-        (["routes", 0, "methods"], ["GET", "BREW"], "routes[0].methods[1]"),
+        (["routes", 0, "methods"], ["GET", "BR EW"], "routes[0].methods[1]"),
         (["routes", 0, "prefix"], "api", "routes[0].prefix"),
         (["routes", 1, "scopes"], ["a"], "routes[1].scopes: a public route"),
         (["routes", 0, "timeout_ms"], 0, "routes[0].timeout_ms"),

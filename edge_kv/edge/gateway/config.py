@@ -59,6 +59,7 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MAX_TIMEOUT_MS = 120_000
 MAX_BODY_BYTES = 100 << 20
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}")  # RFC 6749 scope-token
 
@@ -96,7 +97,11 @@ class RouteConfig:
     cache: CacheRule | None = None
 
     def matches(self, method: str, path: str) -> bool:
-        if method not in self.methods and not (method == "HEAD" and "GET" in self.methods):
+        if (
+            "*" not in self.methods
+            and method not in self.methods
+            and not (method == "HEAD" and "GET" in self.methods)
+        ):
             return False
         return path == self.prefix or path.startswith(self.prefix.rstrip("/") + "/") or self.prefix == "/"
 
@@ -236,9 +241,12 @@ def _route(i: int, value: object, issuers: Mapping[str, IssuerConfig], doc: Mapp
         raise GatewayConfigError(f"{path}.methods", f"expected a non-empty list of {list(METHODS)}")
     methods = set()
     for j, m in enumerate(methods_raw):
-        if not isinstance(m, str) or m.upper() not in METHODS:
-            raise GatewayConfigError(f"{path}.methods[{j}]", f"expected one of {list(METHODS)}, got {m!r}")
-        methods.add(m.upper())
+        # "*" is every method; other tokens (RFC 9110 §9.1) pass through as extension methods.
+        if not isinstance(m, str) or not (m == "*" or _METHOD.fullmatch(m)):
+            raise GatewayConfigError(
+                f"{path}.methods[{j}]", f"expected '*' or a method such as {list(METHODS)}, got {m!r}"
+            )
+        methods.add(m if m == "*" else m.upper())
     auth_raw = body["auth"]
     auth_list = [auth_raw] if isinstance(auth_raw, str) else auth_raw
     if not isinstance(auth_list, list) or not auth_list:
