@@ -54,23 +54,16 @@ def api_key_kv_key(key: str) -> str:
 
 
 async def api_key_subject(env: Any, headers: Any, *, binding_var: str = "EDGE_KV_LIMITS_KV") -> str | None:
-    """The subject of the ``X-Api-Key`` presented in ``headers``, authenticated against KV.
+    """The subject of the ``X-Api-Key`` presented in ``headers``, authenticated against KV
+    (see :func:`api_key_record`).
 
-    No header: anonymous (``None``); an unknown or oversized key: :class:`UnknownApiKey`.
+    No header: anonymous (``None``); an unknown, oversized or expired key: :class:`UnknownApiKey`.
     The KV namespace is the one named by the ``binding_var`` var (default binding ``KV``).
     """
     presented = headers.get(API_KEY_HEADER)
     if not presented:
         return None
-    if len(presented) > MAX_API_KEY_BYTES:
-        raise UnknownApiKey("unknown API key")
-    kv = env_binding(env, binding_var, "KV")
-    if kv is None:
-        raise UnknownApiKey("unknown API key (no KV namespace holds API keys)")
-    subject = await kv_get(kv, api_key_kv_key(presented))
-    if not subject:
-        raise UnknownApiKey("unknown API key")
-    return subject
+    return (await api_key_record(env, presented, binding_var=binding_var)).subject
 
 
 @dataclass(frozen=True)

@@ -384,12 +384,12 @@ class ResponseCache:
         origin: str,
         url: str = "",
         store: CacheStore | None = None,
-    ) -> bool:
-        """Store if RFC 9111 and the rule allow; whether it was stored."""
+    ) -> hc.StoredResponse | None:
+        """Store if RFC 9111 and the rule allow; the stored record, or ``None`` if not stored."""
         store = store or self.store
         ok, _reason = hc.storable(method, status, request_headers, response_headers, rule.policy)
         if not ok or method != "GET" or len(body) > rule.policy.max_body_bytes:
-            return False
+            return None
         stored = hc.StoredResponse.from_exchange(
             status, response_headers, request_headers, request_time, response_time
         )
@@ -402,12 +402,12 @@ class ResponseCache:
         if vary:
             values = hc.vary_values(vary, request_headers)
             if values is None:
-                return False  # Vary: * is storable but can never be served: do not spend space
+                return None  # Vary: * is storable but can never be served: do not spend space
             await store.put(key, CacheEntry(None, b"", vary, origin), retain)
             await store.put(key + "|v:" + json.dumps(values, separators=(",", ":")), entry, retain)
         else:
             await store.put(key, entry, retain)
-        return True
+        return stored
 
     async def refresh(
         self, key: str, entry: CacheEntry, stored: hc.StoredResponse, now: float, store: Any = None

@@ -34,6 +34,7 @@ the origin streams through.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -66,11 +67,9 @@ from edge_kv.edge.gateway.headers import forwardable_request_headers, forwardabl
 from edge_kv.edge.gateway.health import HealthBoard
 from edge_kv.edge.http import json_response, problem_response, read_json_object
 from edge_kv.edge.locks.client import EdgeLock
-from edge_kv.edge.ratelimit.backends import DurableObjectBackend, KvBackend
 from edge_kv.edge.ratelimit.blockcache import BlockCache
-from edge_kv.edge.ratelimit.enforce import refusal
+from edge_kv.edge.ratelimit.enforce import build_limiter, refusal
 from edge_kv.edge.ratelimit.keys import client_ip
-from edge_kv.edge.ratelimit.limiter import EdgeLimiter
 from edge_kv.edge.runtime import (
     OriginResponse,
     OriginTimeout,
@@ -160,6 +159,12 @@ def _keyring(env: Any) -> httpsig.Keyring:
         raise SigningKeysMissing(
             f"the gateway cannot sign forwarded requests: set the {SIGNING_KEYS_VAR} secret"
         )
+    return _parse_keyring(raw)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_keyring(raw: str) -> httpsig.Keyring:
+    """Parsed once per secret value, not per request (a rotation is a new value)."""
     try:
         data = json.loads(raw)
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
@@ -269,7 +274,7 @@ class Gateway:
 
         limit_headers: tuple[tuple[str, str], ...] = ()
         if route.limits:
-            verdict = await self._limiter(config, env).check(
+            verdict = await build_limiter(env, config.limits, self.block_cache).check(
                 tuple(config.limits.limits[n] for n in route.limits),
                 ip=ip,
                 subject=identity.subject or None,
@@ -490,7 +495,7 @@ class Gateway:
         return self._answer(result, "miss", timing, extra)
 
     def _shareable(self, result: _Fetched, incoming: list[tuple[str, str]]) -> bool:
-        if not result.was_stored or result.stored is None:
+        if result.stored is None:
             return False
         return hc.vary_matches(result.stored, incoming)
 
@@ -537,14 +542,12 @@ class Gateway:
         ):
             merged = hc.merge_not_modified(entry.stored, response.headers, request_time, response_time)
             await self.cache.refresh(found.variant_key, entry, merged, response_time, found.store)
-            return _Fetched(
-                200, list(merged.headers), entry.body, origin, reason, "revalidated", True, merged
-            )
+            return _Fetched(200, list(merged.headers), entry.body, origin, reason, "revalidated", merged)
         if response.status >= 500:
             body = await read_body(response)
-            return _Fetched(response.status, response.headers, body, origin, reason, "error", False, None)
+            return _Fetched(response.status, response.headers, body, origin, reason, "error", None)
         body = await read_body(response)
-        stored_ok = await self.cache.store_response(
+        stored = await self.cache.store_response(
             rule,
             key,
             method,
@@ -558,23 +561,8 @@ class Gateway:
             url,
             found.store,
         )
-        stored = (
-            hc.StoredResponse.from_exchange(
-                response.status, response.headers, incoming, request_time, response_time
-            )
-            if stored_ok
-            else None
-        )
         return _Fetched(
-            response.status,
-            response.headers,
-            body,
-            origin,
-            reason,
-            "fetched",
-            stored_ok,
-            stored,
-            method == "HEAD",
+            response.status, response.headers, body, origin, reason, "fetched", stored, method == "HEAD"
         )
 
     async def _authenticate(self, config: GatewayConfig, route: RouteConfig, request: Any, env: Any) -> Any:
@@ -603,15 +591,6 @@ class Gateway:
                     return _unauthorized(str(exc), error="invalid_token")
                 return Identity(method, record.subject, record.scopes, "api_key")
         return _unauthorized("credentials are required: " + " or ".join(route.auth))
-
-    def _limiter(self, config: GatewayConfig, env: Any) -> EdgeLimiter:
-        backends: dict[str, Any] = {}
-        if getattr(env, "RATE_LIMITER", None) is not None:
-            backends["do"] = DurableObjectBackend(env.RATE_LIMITER)
-        kv = env_binding(env, "EDGE_KV_LIMITS_KV", "KV")
-        if kv is not None:
-            backends["kv"] = KvBackend(kv)
-        return EdgeLimiter(config.limits, backends, self.block_cache)
 
     async def _forward(
         self,
@@ -722,9 +701,12 @@ class _Fetched:
     origin: str
     reason: str
     outcome: str
-    was_stored: bool
-    stored: hc.StoredResponse | None
+    stored: hc.StoredResponse | None  # what the cache now holds for it, if anything
     head: bool = False
+
+    @property
+    def was_stored(self) -> bool:
+        return self.stored is not None
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_kv.core.errors import EdgeKvError, InvalidInput, UpstreamFailed
+from edge_kv.edge.runtime._ffi import error_line
 
 
 class OriginTimeout(EdgeKvError):
@@ -132,7 +133,7 @@ async def fetch_origin(
     except Exception as exc:
         if timed_out:
             raise OriginTimeout(f"the origin did not answer within {timeout_ms} ms") from None
-        raise OriginUnreachable(f"could not reach the origin: {_one_line(exc)}") from None
+        raise OriginUnreachable(f"could not reach the origin: {error_line(exc)}") from None
     finally:
         from js import clearTimeout
 
@@ -155,11 +156,6 @@ def streaming_response(status: int, headers: Iterable[tuple[str, str]], body: An
         text = body if isinstance(body, str) else (bytes(body).decode("utf-8", "replace") if body else "")
         return PlainResponse(text, status=status, headers=list(headers))
     return Response(body, status=status, headers=list(headers))
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(exc).__name__).removeprefix("Error: ")[:300]
 
 
 CACHE_NAME = "edge-kv-gateway"

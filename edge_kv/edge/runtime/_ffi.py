@@ -118,3 +118,10 @@ async def open_cache(name: str | None = None) -> Any:
 def js_response(response: Any) -> Any:
     """The JavaScript ``Response`` behind an SDK ``Response`` (what the Cache API stores)."""
     return getattr(response, "js_object", response)
+
+
+def error_line(exc: BaseException) -> str:
+    """The last non-empty line of an error that crossed from JavaScript (its message without
+    the ``Error:`` prefix or a Python traceback), at most 300 characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__).removeprefix("Error: ")[:300]

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from edge_kv.core.errors import EdgeKvError, UpstreamFailed, error_from_code
-from edge_kv.edge.runtime._ffi import check_js_args
+from edge_kv.edge.runtime._ffi import check_js_args, error_line
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -82,11 +82,5 @@ async def call_rpc(stub: Any, method: str, *args: Any) -> Any:
     except EdgeKvError:
         raise
     except Exception as exc:
-        raise UpstreamFailed(f"Durable Object call {method}() failed: {_one_line(exc)}") from exc
+        raise UpstreamFailed(f"Durable Object call {method}() failed: {error_line(exc)}") from exc
     return decode_reply(raw)
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    line = lines[-1] if lines else type(exc).__name__
-    return line.removeprefix("Error: ")[:300]
