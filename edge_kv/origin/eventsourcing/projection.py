@@ -148,16 +148,12 @@ class ProjectionRunner:
     async def setup(self) -> None:
         """Create the read-model table and the checkpoint row if missing; read the checkpoint."""
         async with self.store.connect() as conn, conn.transaction():
-            await self.projection.create(conn, self.projection.table)
+            # The checkpoint row lock first: runners of one projection starting together
+            # create the table one after the other (concurrent CREATE .. IF NOT EXISTS
+            # of one table can fail).
             await conn.execute(self._ensure, (self.projection.name,))
-            row = await (
-                await conn.execute(
-                    sql.SQL("SELECT position FROM {} WHERE name = %s").format(
-                        table_identifier(self.store.names.checkpoints)
-                    ),
-                    (self.projection.name,),
-                )
-            ).fetchone()
+            row = await (await conn.execute(self._lock, (self.projection.name,))).fetchone()
+            await self.projection.create(conn, self.projection.table)
         self.position = int(row[0]) if row is not None else 0
 
     async def _batch(
@@ -196,9 +192,10 @@ class ProjectionRunner:
         finally:
             self._in_batch = False
         if count:
-            self.position = position
             self.batches += 1
             self.events += count
+        if position != self.position:  # another runner of the projection may have moved it
+            self.position = position
             self._progress.set()
         return count
 
