@@ -124,6 +124,13 @@ def _config_path(config: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
+def edge_kv_config_path(request: pytest.FixtureRequest) -> Path:
+    """The wrangler config the host serves. Override this fixture in a ``conftest.py`` to
+    build the config in the test session (a generated ``main``, test vars)."""
+    return _config_path(request.config)
+
+
+@pytest.fixture(scope="session")
 def edge_kv_host(request: pytest.FixtureRequest) -> Iterator[EdgeKvHost]:
     """The Worker under test, served by the offline host for the whole session."""
     config = request.config
@@ -134,7 +141,7 @@ def edge_kv_host(request: pytest.FixtureRequest) -> Iterator[EdgeKvHost]:
     from .deps import worker_python_path
     from .process import HostProcess, flags
 
-    worker_config = _config_path(config)
+    worker_config: Path = request.getfixturevalue("edge_kv_config_path")
     persist = Path(tempfile.mkdtemp(prefix="edge-kv-state-"))
     host = HostProcess(
         worker_config, persist, *flags(worker_python_path(worker_config.parent), test_scheduled=True)

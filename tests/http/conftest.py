@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hostproc import ROOT, HostProcess
 
+from edge_kv.host.pytest_plugin import EdgeKvHost
+
 BASE_URL = os.environ.get("EDGE_KV_BASE_URL", "").rstrip("/")
 
 
@@ -50,15 +52,15 @@ def worker_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def base_url(worker_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if BASE_URL:
-        yield BASE_URL
-        return
-    host = HostProcess(worker_config, tmp_path_factory.mktemp("persist"))
-    try:
-        yield host.start()
-    finally:
-        host.close()
+def edge_kv_config_path(worker_config: Path) -> Path:
+    """What the ``edge_kv_host`` fixture of edge-kv's pytest plugin serves: the reference Worker."""
+    return worker_config
+
+
+@pytest.fixture(scope="session")
+def base_url(edge_kv_host: EdgeKvHost) -> str:
+    """The reference Worker, served through the same pytest plugin users get."""
+    return edge_kv_host.url
 
 
 @pytest.fixture(scope="session")

@@ -56,9 +56,15 @@ def describe_exception(message: str) -> str:
     not only the last, so Pyodide's multi-line ModuleNotFoundError keeps the module name)
     and where in the Worker's own code it happened."""
     lines = [ln.rstrip() for ln in message.strip().splitlines() if ln.strip()]
-    # The exception text is what follows the last frame (frames are indented lines).
-    last_frame = max((i for i, ln in enumerate(lines) if ln.startswith("  ")), default=-1)
-    exception = " ".join(ln.strip() for ln in lines[last_frame + 1 :]) or message.strip()
+    # The exception text starts at the first unindented line after the last frame (a frame is
+    # '  File "..."' plus its indented source lines); it may itself have indented lines.
+    start = 0
+    last_frame = max((i for i, ln in enumerate(lines) if ln.startswith('  File "')), default=-1)
+    if last_frame >= 0:
+        start = next(
+            (i for i in range(last_frame + 1, len(lines)) if not lines[i].startswith(" ")), len(lines)
+        )
+    exception = " ".join(ln.strip() for ln in lines[start:]) or message.strip()
     where = ""
     for ln in lines:
         stripped = ln.strip()
