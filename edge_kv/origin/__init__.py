@@ -20,7 +20,8 @@ first use, so ``import edge_kv.origin`` itself needs none of the extras::
     limiter = TokenBucketLimiter(redis_client, capacity=100, refill_rate=10)
     if await limiter.is_allowed(f"user:{user_id}"): ...
 
-The packages: :mod:`.locks`, :mod:`.ratelimit`, :mod:`.idempotency`, :mod:`.resilience`.
+The packages: :mod:`.locks`, :mod:`.ratelimit`, :mod:`.idempotency`, :mod:`.resilience`,
+:mod:`.eventsourcing`.
 """
 
 from __future__ import annotations
