@@ -253,6 +253,10 @@ PUBLIC: dict[str, set[str]] = {
         "idempotent_execute",
         "scoped_key",
     },
+    "edge_kv.host": {
+        "HostExited",
+        "HostProcess",
+    },
     "edge_kv.origin.eventsourcing": {
         "Aggregate",
         "ConcurrencyError",
