@@ -1,6 +1,7 @@
 // Durable Objects for Python classes: namespaces, ids, stubs, instances with an input gate,
-// and ctx.storage backed by a SQLite-backed Miniflare Durable Object (storage_worker.mjs).
+// and ctx.storage backed by one in-process SQLite database per object (sqlite_store.mjs).
 import { createHash, randomBytes } from "node:crypto";
+import { KV_NOT_AVAILABLE, SQL_NOT_AVAILABLE } from "./sqlite_store.mjs";
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -52,20 +53,37 @@ export class InputGate {
   }
 }
 
-function storageError(reply) {
-  const error = new Error(reply.message);
-  error.name = reply.name || "Error";
-  return error;
+/**
+ * Deliver a storage result on a later turn of the event loop, as real storage I/O does: the
+ * operation itself runs at once (in call order), but the caller resumes later, so other events
+ * can run in between (what makes the input gate matter).
+ */
+function settled(fn) {
+  return new Promise((resolve, reject) => {
+    let value;
+    try {
+      value = fn();
+    } catch (e) {
+      setImmediate(() => reject(e));
+      return;
+    }
+    setImmediate(() => resolve(value));
+  });
 }
 
-/** A JS value to JSON and back: what the storage round trip keeps (plain data only). */
-function checkStorable(value) {
-  if (value === undefined) throw new TypeError("storage value must not be undefined");
-  try {
-    return JSON.parse(JSON.stringify(value));
-  } catch (e) {
-    throw new TypeError(`storage value is not serialisable: ${e.message}`);
+function checkKeyArray(keys) {
+  if (keys.length > 128) throw new RangeError("Maximum number of keys is 128.");
+  return keys;
+}
+
+/** put({k: v, ...}) or put(k, v) -> [[k, v], ...] */
+function putEntries(key, value) {
+  if (typeof key === "object" && key !== null) {
+    const entries = key instanceof Map ? [...key.entries()] : Object.entries(key);
+    if (entries.length > 128) throw new RangeError("Maximum number of pairs is 128.");
+    return entries;
   }
+  return [[key, value]];
 }
 
 export class SqlStorageCursor {
@@ -103,143 +121,170 @@ export class SqlStorageCursor {
   }
 }
 
+/** ctx.storage.sql: synchronous SQL on the object's own SQLite database. */
 export class SqlStorage {
   constructor(storage) {
     this._storage = storage;
   }
   exec(query, ...bindings) {
-    return new SqlStorageCursor(this._storage._sync("sql", { query, bindings: bindings.map(checkStorable) }));
+    return new SqlStorageCursor(this._storage._db().exec(query, bindings));
   }
   get databaseSize() {
-    return 0;
+    return this._storage._db().databaseSize;
   }
 }
 
-/** ctx.storage: the Durable Object storage API over one Miniflare storage object. */
+/** The iterator kv.list() returns: [key, value] entries. */
+export class ListIterator {
+  constructor(entries) {
+    this._entries = entries;
+    this._next = 0;
+  }
+  next() {
+    if (this._next >= this._entries.length) return { done: true, value: undefined };
+    return { done: false, value: this._entries[this._next++] };
+  }
+  [Symbol.iterator]() {
+    return this;
+  }
+}
+
+/** ctx.storage.kv: the synchronous KV API of SQLite-backed objects (same keys as get/put). */
+export class SyncKvStorage {
+  constructor(storage) {
+    this._storage = storage;
+  }
+  get(key) {
+    return this._storage._db().get(key);
+  }
+  put(key, value) {
+    this._storage._db().putMany([[key, value]]);
+  }
+  delete(key) {
+    return this._storage._db().delete(key);
+  }
+  list(options) {
+    return new ListIterator(this._storage._db().list(options || {}));
+  }
+}
+
+/** The `txn` of transaction(closure): the storage API, plus rollback(). */
+export class DurableObjectTransaction {
+  constructor(storage) {
+    this._storage = storage;
+    this._rolledBack = false;
+  }
+  get(key, options) {
+    return this._storage.get(key, options);
+  }
+  put(key, value, options) {
+    return this._storage.put(key, value, options);
+  }
+  delete(key, options) {
+    return this._storage.delete(key, options);
+  }
+  list(options) {
+    return this._storage.list(options);
+  }
+  getAlarm(options) {
+    return this._storage.getAlarm(options);
+  }
+  setAlarm(time, options) {
+    return this._storage.setAlarm(time, options);
+  }
+  deleteAlarm(options) {
+    return this._storage.deleteAlarm(options);
+  }
+  rollback() {
+    this._rolledBack = true;
+  }
+}
+
+/**
+ * ctx.storage: the Durable Object storage API over the object's SQLite database
+ * (sqlite_store.mjs), in the host process. Values are structured-cloned (V8 serialisation).
+ */
 export class DurableObjectStorage {
   constructor(client, binding, hex) {
     this._client = client;
-    this._path = `${binding}/${hex}`;
-    this._txn = null; // {puts: Map, deletes: Set} while a transaction closure runs
-    this.sql = new SqlStorage(this);
+    this._binding = binding;
+    this._hex = hex;
+    this._store = null;
+    this._sql = null;
+    this._kv = null;
   }
-  async _op(name, args) {
-    const reply = await this._client.call(this._path, name, args);
-    if (!reply.ok) throw storageError(reply);
-    return reply.result;
+  _db() {
+    if (!this._store) this._store = this._client.openStorage(this._binding, this._hex);
+    return this._store;
   }
-  _sync(name, args) {
-    const reply = this._client.callSync(this._path, name, args);
-    if (!reply.ok) throw storageError(reply);
-    return reply.result;
+  get sql() {
+    if (!this._db().sqlite) throw new Error(SQL_NOT_AVAILABLE);
+    return (this._sql ??= new SqlStorage(this));
   }
-  async get(key, _options) {
-    if (Array.isArray(key)) {
-      const out = new Map();
-      const missing = [];
-      for (const k of key) {
-        if (this._txn?.puts.has(k)) out.set(k, this._txn.puts.get(k));
-        else if (!this._txn?.deletes.has(k)) missing.push(k);
-      }
-      if (missing.length) {
-        const found = await this._op("get", { key: missing });
-        for (const k of missing) if (k in found) out.set(k, found[k]);
-      }
-      return out;
-    }
-    if (typeof key !== "string") throw new TypeError("storage key must be a string");
-    if (this._txn?.puts.has(key)) return this._txn.puts.get(key);
-    if (this._txn?.deletes.has(key)) return undefined;
-    const reply = await this._op("get", { key });
-    return reply.missing ? undefined : reply.value;
+  get kv() {
+    if (!this._db().sqlite) throw new Error(KV_NOT_AVAILABLE);
+    return (this._kv ??= new SyncKvStorage(this));
   }
-  async put(key, value, _options) {
-    const entries = typeof key === "object" && key !== null ? Object.entries(key) : [[key, value]];
-    for (const [k] of entries) if (typeof k !== "string") throw new TypeError("storage key must be a string");
-    const clean = entries.map(([k, v]) => [k, checkStorable(v)]);
-    if (this._txn) {
-      for (const [k, v] of clean) {
-        this._txn.deletes.delete(k);
-        this._txn.puts.set(k, v);
-      }
-      return;
-    }
-    if (clean.length === 1) await this._op("put", { key: clean[0][0], value: clean[0][1] });
-    else await this._op("put", { entries: Object.fromEntries(clean) });
+  get(key, _options) {
+    return settled(() => (Array.isArray(key) ? this._db().getMany(checkKeyArray(key)) : this._db().get(key)));
   }
-  async delete(key, _options) {
-    if (this._txn) {
-      const keys = Array.isArray(key) ? key : [key];
-      let existed = 0;
-      for (const k of keys) {
-        if ((await this.get(k)) !== undefined) existed += 1;
-        this._txn.puts.delete(k);
-        this._txn.deletes.add(k);
-      }
-      return Array.isArray(key) ? existed : existed === 1;
-    }
-    return await this._op("delete", { key });
+  put(key, value, _options) {
+    return settled(() => {
+      this._db().putMany(putEntries(key, value));
+    });
   }
-  async deleteAll(_options) {
-    if (this._txn) throw new Error("deleteAll() cannot be called inside a transaction");
-    await this._op("deleteAll", {});
+  delete(key, _options) {
+    return settled(() => (Array.isArray(key) ? this._db().deleteMany(checkKeyArray(key)) : this._db().delete(key)));
   }
-  async list(options) {
-    const opts = options ? { ...options } : {};
-    const stored = new Map(await this._op("list", { options: this._txn ? { ...opts, limit: undefined } : opts }));
-    if (!this._txn) return stored;
-    for (const k of this._txn.deletes) stored.delete(k);
-    for (const [k, v] of this._txn.puts) stored.set(k, v);
-    let keys = [...stored.keys()].filter((k) =>
-      (opts.prefix === undefined || k.startsWith(opts.prefix)) &&
-      (opts.start === undefined || k >= opts.start) &&
-      (opts.startAfter === undefined || k > opts.startAfter) &&
-      (opts.end === undefined || k < opts.end));
-    keys.sort();
-    if (opts.reverse) keys.reverse();
-    if (opts.limit !== undefined) keys = keys.slice(0, opts.limit);
-    return new Map(keys.map((k) => [k, stored.get(k)]));
+  deleteAll(_options) {
+    return settled(() => {
+      this._db().deleteAll();
+    });
+  }
+  list(options) {
+    return settled(() => new Map(this._db().list(options || {})));
   }
   /**
-   * Run `closure(txn)`; its puts/deletes are buffered (read-your-writes) and committed in one
-   * atomic storage transaction when it returns, discarded if it throws or calls rollback().
-   * `sql.exec` inside the closure is not part of the buffered transaction.
+   * Run `closure(txn)` in one transaction (a SQLite savepoint: KV writes and SQL together);
+   * committed when it returns, rolled back if it throws or calls txn.rollback().
    */
   async transaction(closure) {
-    if (this._txn) return await closure(this);
-    this._txn = { puts: new Map(), deletes: new Set(), rolledBack: false };
-    const txn = this._txn;
+    const store = this._db();
+    const savepoint = store.begin();
+    const txn = new DurableObjectTransaction(this);
     let result;
     try {
-      this.rollback = () => {
-        txn.rolledBack = true;
-      };
-      result = await closure(this);
-    } finally {
-      this._txn = null;
-      delete this.rollback;
+      result = await closure(txn);
+    } catch (e) {
+      store.rollback(savepoint);
+      throw e;
     }
-    if (!txn.rolledBack && (txn.puts.size || txn.deletes.size)) {
-      await this._op("batch", { puts: [...txn.puts], deletes: [...txn.deletes] });
-    }
+    if (txn._rolledBack) store.rollback(savepoint);
+    else store.commit(savepoint);
     return result;
   }
+  /** Run `closure()` synchronously, atomically: rolled back (SQL and KV) if it throws. */
   transactionSync(closure) {
-    // Only sql.exec is synchronous, and each statement commits on its own here.
-    return closure();
+    return this._db().atomically(() => closure());
   }
-  async setAlarm(scheduledTime, _options) {
-    const time = scheduledTime instanceof Date ? scheduledTime.getTime() : Number(scheduledTime);
-    if (!Number.isFinite(time)) throw new TypeError("setAlarm() needs a Date or a number of ms since the epoch");
-    await this._op("setAlarm", { time });
+  setAlarm(scheduledTime, _options) {
+    return settled(() => {
+      const time = scheduledTime instanceof Date ? scheduledTime.getTime() : Number(scheduledTime);
+      if (!Number.isFinite(time)) throw new TypeError("setAlarm() needs a Date or a number of ms since the epoch");
+      this._db().setAlarm(Math.round(time));
+    });
   }
-  async getAlarm(_options) {
-    return await this._op("getAlarm", {});
+  getAlarm(_options) {
+    return settled(() => this._db().getAlarm());
   }
-  async deleteAlarm(_options) {
-    await this._op("deleteAlarm", {});
+  deleteAlarm(_options) {
+    return settled(() => {
+      this._db().deleteAlarm();
+    });
   }
-  async sync() {}
+  sync() {
+    return settled(() => undefined);
+  }
 }
 
 /** ctx for a Python Durable Object instance. */

@@ -1,34 +1,74 @@
 // The offline Python Workers host: runs build/worker/ on Pyodide 314 with the real workers SDK,
 // with every binding from Miniflare 4. See docs/host.md.
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Miniflare, Response as MfResponse } from "miniflare";
-import { loadPyodide } from "pyodide";
-import { unstable_getVarsForDev, unstable_readConfig } from "wrangler";
+import { Miniflare } from "miniflare";
 import { CacheStorage, KvNamespace } from "./bindings.mjs";
 import { TEST_CF_HEADER, defaultCf, parseTestCf } from "./cf.mjs";
+import { parseCron, startCronScheduler } from "./cron.mjs";
+import { bootPyodide } from "./pyodide_boot.mjs";
 import {
   DurableObjectNamespace,
   DurableObjectState,
   DurableObjectStorage,
   InputGate,
 } from "./durable.mjs";
-import { storageWorkerSource } from "./storage_worker.mjs";
+import { StorageEngine } from "./sqlite_store.mjs";
 import { hasRequestBody, requestBodyStream, writeResponse } from "./streams.mjs";
-import { SyncChannel } from "./sync_channel.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** Set by Host.handle on a Worker's Response: the AbortSignal of the runtime that made it. */
 const RUNTIME_SIGNAL = Symbol("edge-kv runtime signal");
-const ROOT = path.resolve(HERE, "..", "..");
+/** The workers SDK wheel: --sdk-wheel, else the checkout's .cache/pyodide-wheels/ (scripts/setup). */
+const DEFAULT_SDK_WHEEL = path.resolve(HERE, "..", "..", "..", ".cache", "pyodide-wheels", "workers_runtime_sdk-1.9.5-py3-none-any.whl");
 
 /** An error that ends start-up with one line on stderr and exit code 1. */
 export class HostError extends Error {}
 
+/**
+ * The host's view of the Worker config, cached in the persist directory under a hash of the
+ * config file and the .dev.vars/.env files beside it: importing wrangler (whose reader is the
+ * source of truth) alone costs ~1.9 s of start-up, so it is only imported when they change.
+ */
+export async function loadWorkerConfig(configPath, persist) {
+  const dir = path.dirname(configPath);
+  const hash = createHash("sha256").update(CONFIG_CACHE_VERSION).update(configPath);
+  let names;
+  try {
+    hash.update(readFileSync(configPath));
+    names = readdirSync(dir).filter((n) => n.startsWith(".dev.vars") || n.startsWith(".env")).sort();
+  } catch {
+    names = null; // a missing config: wrangler's reader says what is wrong
+  }
+  for (const n of names || []) {
+    try {
+      hash.update(`\0${n}\0`).update(readFileSync(path.join(dir, n)));
+    } catch {} // a directory or unreadable file: not part of the config
+  }
+  const cacheFile = path.join(persist, "config-cache.json");
+  const key = hash.digest("hex");
+  if (names) {
+    try {
+      const cached = JSON.parse(readFileSync(cacheFile, "utf8"));
+      if (cached.key === key) return cached.config;
+    } catch {} // no cache yet, or unreadable: read the config
+  }
+  const wrangler = await import("wrangler");
+  const config = readWorkerConfig(configPath, wrangler);
+  try {
+    writeFileSync(cacheFile, JSON.stringify({ key, config }));
+  } catch {}
+  return config;
+}
+
+const CONFIG_CACHE_VERSION = "edge-kv-config-v1";
+
 /** Read wrangler.toml with wrangler's own reader; return what the host needs. */
-export function readWorkerConfig(configPath) {
+export function readWorkerConfig(configPath, { unstable_readConfig, unstable_getVarsForDev }) {
   let config;
   try {
     config = unstable_readConfig({ config: configPath }, { hideWarnings: true });
@@ -41,15 +81,19 @@ export function readWorkerConfig(configPath) {
     throw new HostError(`bad config ${configPath}: compatibility_flags must include "python_workers"`);
   }
   const sqliteClasses = new Set();
+  const kvClasses = new Set(); // new_classes: KV-backed objects (no ctx.storage.sql/kv)
   for (const m of config.migrations || []) for (const c of m.new_sqlite_classes || []) sqliteClasses.add(c);
+  for (const m of config.migrations || []) for (const c of m.new_classes || []) kvClasses.add(c);
   const durableObjects = [];
   for (const b of config.durable_objects?.bindings || []) {
     if (b.script_name) throw new HostError(`bad config ${configPath}: Durable Object ${b.name} lives in another script (${b.script_name}); the host runs one Worker`);
-    if (!sqliteClasses.has(b.class_name)) {
-      throw new HostError(`bad config ${configPath}: Durable Object class ${b.class_name} needs a [[migrations]] new_sqlite_classes entry`);
+    if (!sqliteClasses.has(b.class_name) && !kvClasses.has(b.class_name)) {
+      throw new HostError(`bad config ${configPath}: Durable Object class ${b.class_name} needs a [[migrations]] new_sqlite_classes (or new_classes) entry`);
     }
-    durableObjects.push({ binding: b.name, className: b.class_name });
+    durableObjects.push({ binding: b.name, className: b.class_name, sqlite: sqliteClasses.has(b.class_name) });
   }
+  const unsupported = unsupportedBindings(config);
+  const crons = config.triggers?.crons || [];
   const vars = unstable_getVarsForDev(config.configPath ?? configPath, undefined, config.vars || {}, undefined, true);
   const plainVars = {};
   for (const [k, v] of Object.entries(vars)) plainVars[k] = v && typeof v === "object" && "value" in v ? v.value : v;
@@ -59,7 +103,97 @@ export function readWorkerConfig(configPath) {
     kv: (config.kv_namespaces || []).map((k) => k.binding),
     durableObjects,
     vars: plainVars,
+    unsupported,
+    crons,
   };
+}
+
+// wrangler config sections the host does not provide: [section, what it is, binding name field].
+const UNSUPPORTED_SECTIONS = [
+  ["d1_databases", "D1 database", "binding"],
+  ["r2_buckets", "R2 bucket", "binding"],
+  ["services", "service binding", "binding"],
+  ["queues.producers", "Queue producer", "binding"],
+  ["queues.consumers", "Queue consumer", "queue"],
+  ["workflows", "Workflow", "binding"],
+  ["worker_loaders", "worker loader", "binding"],
+  ["vectorize", "Vectorize index", "binding"],
+  ["hyperdrive", "Hyperdrive config", "binding"],
+  ["analytics_engine_datasets", "Analytics Engine dataset", "binding"],
+  ["dispatch_namespaces", "dispatch namespace", "binding"],
+  ["mtls_certificates", "mTLS certificate", "binding"],
+  ["send_email", "send_email binding", "name"],
+  ["secrets_store_secrets", "Secrets Store secret", "binding"],
+  ["pipelines", "Pipeline", "binding"],
+  ["ratelimits", "rate limiting binding", "name"],
+  ["vpc_services", "VPC service", "binding"],
+  ["ai_search_namespaces", "AI Search namespace", "binding"],
+  ["tail_consumers", "tail consumer", "service"],
+  ["unsafe.bindings", "unsafe binding", "name"],
+];
+const UNSUPPORTED_SINGLE = [
+  ["ai", "Workers AI binding"],
+  ["browser", "Browser Rendering binding"],
+  ["images", "Images binding"],
+  ["version_metadata", "version metadata binding"],
+  ["assets", "static assets"],
+  ["media", "Media binding"],
+  ["stream", "Stream binding"],
+];
+
+/**
+ * Bindings and config the host does not provide, as [{binding, what, section}] (binding may be
+ * null for config that binds no name, e.g. assets without a binding or a queue consumer).
+ */
+export function unsupportedBindings(config) {
+  const out = [];
+  for (const [section, what, field] of UNSUPPORTED_SECTIONS) {
+    const value = section.split(".").reduce((o, k) => (o ? o[k] : undefined), config);
+    if (!Array.isArray(value)) continue;
+    for (const entry of value) out.push({ binding: field === "binding" || field === "name" ? entry?.[field] ?? null : null, what, section, label: entry?.[field] });
+  }
+  for (const [section, what] of UNSUPPORTED_SINGLE) {
+    const value = config[section];
+    if (value && typeof value === "object" && Object.keys(value).length) out.push({ binding: value.binding ?? null, what, section });
+  }
+  return out;
+}
+
+/** Make env.<binding> raise a clear error for a binding the host does not provide. */
+function defineUnsupported(env, { binding, what, section }) {
+  if (!binding || binding in env) return;
+  Object.defineProperty(env, binding, {
+    enumerable: true,
+    get() {
+      throw new Error(
+        `the offline host does not provide the ${what} "${binding}" (${section} in the wrangler config); ` +
+          "test this code under `wrangler dev` online or pass a stand-in to it in tests (docs/host.md)",
+      );
+    },
+  });
+}
+
+/**
+ * After an import error: the one-line advice when the missing module is a binary package
+ * that only exists as a Pyodide build (Pyodide's CDN is out of reach offline).
+ */
+function binaryHint(detail) {
+  const m = /The module '([^']+)' is included in the Pyodide distribution/.exec(detail);
+  if (!m) return "";
+  return `; hint: ${m[1]} is a binary package built for Pyodide; the offline host cannot download it (Pyodide's package CDN is unreachable offline): use a pure-Python alternative, or run this Worker under \`pywrangler dev\` online`;
+}
+
+/** The `instance` argument of Host.callPython for a legacy module-level handler. */
+const LEGACY = Symbol("legacy module-level handler");
+
+/** The controller a scheduled handler receives (workerd's ScheduledController). */
+class ScheduledController {
+  constructor(cron, scheduledTime) {
+    this.cron = cron;
+    this.scheduledTime = scheduledTime;
+    this.type = "scheduled";
+  }
+  noRetry() {}
 }
 
 /** ExecutionContext of one Default.fetch call. */
@@ -82,8 +216,11 @@ function problemResponse(status, title, detail) {
 }
 
 export class Host {
-  constructor({ configPath, persist, inputGate = true, log = console }) {
+  constructor({ configPath, persist, inputGate = true, log = console, sdkWheel = null, pythonPath = [], testScheduled = false }) {
     this.configPath = configPath;
+    this.pythonPath = pythonPath;
+    this.testScheduled = testScheduled;
+    this.sdkWheel = sdkWheel;
     this.persist = persist;
     this.inputGate = inputGate;
     this.log = log;
@@ -94,32 +231,48 @@ export class Host {
   }
 
   /** Read config, start Miniflare, load Pyodide and the Worker; throws HostError on a bad setup. */
+  /** A fresh Pyodide (from the shared memory snapshot when there is one: pyodide_boot.mjs). */
+  bootPyodide() {
+    return bootPyodide({ stdout: (line) => this.log.log(line), stderr: (line) => this.log.error(line), log: this.log });
+  }
+
   async start() {
-    this.config = readWorkerConfig(this.configPath);
-    const bindings = this.config.durableObjects.map((d) => d.binding);
+    // Pyodide boots while the config is read and Miniflare starts (independent; all take a while).
+    this.booting = this.bootPyodide();
+    this.booting.catch(() => {}); // awaited in loadPython; a failure there ends start-up
+    this.config = await loadWorkerConfig(this.configPath, this.persist);
     this.mf = new Miniflare({
       modules: true,
-      script: storageWorkerSource(bindings),
+      // Miniflare gives KV and the Cache API; Durable Object storage is in-process (sqlite_store.mjs).
+      script: "export default { fetch() { return new Response(null, { status: 404 }); } };",
       compatibilityDate: "2025-11-01",
       kvNamespaces: this.config.kv,
       kvPersist: path.join(this.persist, "kv"),
       cachePersist: path.join(this.persist, "cache"),
-      durableObjectsPersist: path.join(this.persist, "do"),
-      durableObjects: Object.fromEntries(
-        bindings.map((b) => [`STORE_${b}`, { className: `Store_${b}`, useSQLite: true }]),
-      ),
-      serviceBindings: { HOST: (request) => this.onAlarmCallback(request) },
       host: "127.0.0.1",
       port: 0,
     });
-    this.mfUrl = (await this.mf.ready).toString().replace(/\/$/, "");
-    this.sync = new SyncChannel();
+    await this.mf.ready;
+    this.storage = new StorageEngine({
+      dir: path.join(this.persist, "do"),
+      classes: Object.fromEntries(this.config.durableObjects.map((d) => [d.binding, { sqlite: d.sqlite }])),
+      runAlarm: (binding, hex, info) => this.runAlarm(binding, hex, info),
+      log: this.log,
+    });
     const env = { ...this.config.vars };
     for (const b of this.config.kv) env[b] = new KvNamespace(await this.mf.getKVNamespace(b));
     for (const d of this.config.durableObjects) env[d.binding] = new DurableObjectNamespace(this, d.binding, d.className);
+    for (const u of this.config.unsupported) {
+      defineUnsupported(env, u);
+      const name = u.binding || u.label;
+      this.log.error(`edge-kv host: warning: ${u.section}${name ? ` ${name}` : ""}: not provided by the offline host (${u.what})` +
+        (u.binding ? `; env.${u.binding} raises an error saying so` : ""));
+    }
     this.env = env;
     globalThis.caches = new CacheStorage(await this.mf.getCaches());
     await this.loadPython();
+    this.storage.start(); // alarms stored by an earlier run are due again
+    this.startCrons();
   }
 
   /**
@@ -164,18 +317,17 @@ export class Host {
     this.runtime = { controller, signal: controller.signal, died };
     const workerDir = path.dirname(this.config.main);
     const moduleName = path.basename(this.config.main, ".py");
-    const py = await loadPyodide({
-      indexURL: path.join(ROOT, "node_modules", "pyodide") + "/",
-      stdout: (line) => this.log.log(line),
-      stderr: (line) => this.log.error(line),
-    });
+    const booting = this.booting || this.bootPyodide();
+    this.booting = null;
+    const { py, snapshot } = await booting;
+    this.snapshot = snapshot;
     this.py = py;
-    const wheel = path.join(ROOT, ".cache", "pyodide-wheels", "workers_runtime_sdk-1.9.5-py3-none-any.whl");
+    const wheel = this.sdkWheel || DEFAULT_SDK_WHEEL;
     let wheelBytes;
     try {
       wheelBytes = await readFile(wheel);
     } catch {
-      throw new HostError(`missing ${path.relative(ROOT, wheel)}: run bash scripts/setup`);
+      throw new HostError(`missing the workers SDK wheel ${wheel}: run \`edge-kv dev\` (it fetches it) or bash scripts/setup`);
     }
     py.unpackArchive(new Uint8Array(wheelBytes), "wheel", { extractDir: "/sdk" });
     py.FS.mkdirTree("/worker");
@@ -201,18 +353,40 @@ export class Host {
         throw new Error("workers.patch_env is not supported by the offline host");
       },
     });
-    py.runPython("import sys; sys.path[:0] = ['/worker', '/sdk', '/host']");
+    // The Worker's dependencies (python_modules/, pyproject.toml dependencies resolved by
+    // `edge-kv dev`): each directory mounted read-only under /deps<N>, after the Worker itself.
+    const depPaths = this.pythonPath.map((dir, i) => {
+      const mount = `/deps${i}`;
+      py.FS.mkdirTree(mount);
+      py.FS.mount(py.FS.filesystems.NODEFS, { root: dir }, mount);
+      return mount;
+    });
+    py.globals.set("_edge_kv_paths", py.toPy(["/worker", ...depPaths, "/sdk", "/host"]));
+    py.runPython("import sys; sys.path[:0] = _edge_kv_paths; del _edge_kv_paths");
     this.glue = py.pyimport("_edge_kv_host");
     try {
       this.entry = this.glue.import_entry(moduleName);
     } catch (e) {
-      const detail = e.type ? `${this.glue.last_line(e.message)}` : String(e.message || e);
-      throw new HostError(`Python exception while importing ${moduleName}.py: ${detail}`);
+      const detail = e.type ? this.glue.describe_exception(e.message) : String(e.message || e);
+      throw new HostError(`Python exception while importing ${moduleName}.py: ${this.hostPaths(detail, workerDir)}${binaryHint(detail)}`);
     }
-    const problems = [this.glue.check_class(this.entry, "Default", "worker_entrypoint")];
+    const noDefault = this.glue.check_class(this.entry, "Default", "worker_entrypoint");
+    // A Worker without `class Default` may use the legacy module-level handlers (on_fetch, ...).
+    this.legacy = Boolean(noDefault) && noDefault.includes("is not defined") && this.glue.has_legacy_handler(this.entry, "on_fetch");
+    const problems = [this.legacy ? "" : noDefault];
     for (const d of this.config.durableObjects) problems.push(this.glue.check_class(this.entry, d.className, "durable_object"));
     const first = problems.find((p) => p);
-    if (first) throw new HostError(`missing class: ${first}`);
+    if (first) {
+      const hint = first === noDefault ? "; a Worker needs `class Default(WorkerEntrypoint)` with `async def fetch(self, request)` (or the legacy `async def on_fetch(request, env)`)" : "";
+      throw new HostError(`missing class: ${first}${hint}`);
+    }
+  }
+
+  /** Python paths in a message (/worker/..., /deps0/...) as the files on this machine. */
+  hostPaths(text, workerDir) {
+    let out = text.replaceAll("/worker/", `${workerDir}/`);
+    this.pythonPath.forEach((dir, i) => (out = out.replaceAll(`/deps${i}/`, `${dir}/`)));
+    return out;
   }
 
   /** Track work passed to ctx.waitUntil: it runs after the response and before shutdown. */
@@ -239,11 +413,15 @@ export class Host {
     while (this.pending.size) await Promise.allSettled([...this.pending]);
   }
 
-  /** Call a Python method on an instance; a Python exception is logged and rethrown as `Error`. */
+  /**
+   * Call a Python method on an instance (or, with instance LEGACY, the module-level legacy
+   * handler `name`); a Python exception is logged and rethrown as `Error`.
+   */
   async callPython(relaxed, instance, name, args, where) {
     const runtime = this.runtime;
     try {
-      return await Promise.race([this.glue.call(relaxed, instance, name, ...args), runtime.died]);
+      const call = instance === LEGACY ? this.glue.call_legacy(this.entry, name, ...args) : this.glue.call(relaxed, instance, name, ...args);
+      return await Promise.race([call, runtime.died]);
     } catch (e) {
       if (e?.pyodide_fatal_error) {
         this.onPythonFatal(e);
@@ -259,14 +437,20 @@ export class Host {
     }
   }
 
-  /** Serve one HTTP request through Default.fetch. */
+  /** Serve one HTTP request through Default.fetch (or the legacy on_fetch). */
   async handle(request) {
+    if (this.testScheduled) {
+      const answer = await this.testRoute(request);
+      if (answer) return answer;
+    }
     if (this.restarting) await this.restarting;
     const runtime = this.runtime;
     const ctx = new ExecutionContext(this);
-    const instance = this.glue.new_instance(this.entry, "Default", ctx, this.env);
+    const instance = this.legacy ? LEGACY : this.glue.new_instance(this.entry, "Default", ctx, this.env);
     try {
-      const response = await this.callPython(true, instance, "fetch", [request], "Default.fetch");
+      const response = this.legacy
+        ? await this.callPython(true, LEGACY, "on_fetch", [request, this.env, ctx], "on_fetch")
+        : await this.callPython(true, instance, "fetch", [request], "Default.fetch");
       if (!(response instanceof Response)) {
         this.log.error("Default.fetch did not return a Response");
         return problemResponse(500, "Internal Server Error", "The Worker did not return a response.");
@@ -282,9 +466,111 @@ export class Host {
       return problemResponse(500, "Internal Server Error", "The Worker raised an unhandled exception.");
     } finally {
       try {
-        instance.destroy();
+        if (instance !== LEGACY) instance.destroy();
       } catch {} // a runtime that crashed meanwhile
     }
+  }
+
+  // ----- Cron Triggers -----
+
+  /**
+   * Run the Worker's scheduled handler once, as a Cron Trigger would: Default.scheduled
+   * (controller, env, ctx) or the legacy on_scheduled(controller, env, ctx). Resolves with
+   * {outcome: "ok"} or {outcome: "exception", error}; throws HostError if there is no handler.
+   */
+  async scheduled(cron = "", scheduledTime = Date.now()) {
+    if (this.restarting) await this.restarting;
+    const ctx = new ExecutionContext(this);
+    const controller = new ScheduledController(cron, scheduledTime);
+    if (this.legacy) {
+      if (!this.glue.has_legacy_handler(this.entry, "on_scheduled")) throw new HostError("the Worker has no on_scheduled() handler");
+      return await this.runScheduled(() => this.callPython(true, LEGACY, "on_scheduled", [controller, this.env, ctx], "on_scheduled"));
+    }
+    const instance = this.glue.new_instance(this.entry, "Default", ctx, this.env);
+    try {
+      if (!this.glue.has_method(instance, "scheduled")) throw new HostError("Default has no scheduled() handler");
+      return await this.runScheduled(() => this.callPython(true, instance, "scheduled", [controller, this.env, ctx], "Default.scheduled"));
+    } finally {
+      try {
+        instance.destroy();
+      } catch {}
+    }
+  }
+
+  async runScheduled(call) {
+    try {
+      await call();
+      return { outcome: "ok" };
+    } catch (e) {
+      return { outcome: "exception", error: String(e.message || e) };
+    }
+  }
+
+  startCrons() {
+    const parsed = [];
+    for (const expr of this.config.crons) {
+      try {
+        parsed.push(parseCron(expr));
+      } catch (e) {
+        this.log.error(`edge-kv host: warning: ${e.message}: this trigger will not run`);
+      }
+    }
+    this.crons = startCronScheduler(parsed, (expr, time) => {
+      const run = this.scheduled(expr, time).then(
+        (r) => r.outcome !== "ok" && this.log.error(`edge-kv host: scheduled "${expr}" failed: ${r.error}`),
+        (e) => this.log.error(`edge-kv host: scheduled "${expr}": ${e.message || e}`),
+      );
+      this.pending.add(run);
+      run.finally(() => this.pending.delete(run));
+    });
+  }
+
+  /**
+   * The test routes (only with --test-scheduled, as `wrangler dev --test-scheduled`):
+   * GET /__scheduled?cron=...&time=ms and /cdn-cgi/handler/scheduled run the scheduled
+   * handler now; /cdn-cgi/handler/alarm?binding=B&name=N (or &id=hex) runs a Durable
+   * Object's alarm() now. Anything else: null (the Worker answers).
+   */
+  async testRoute(request) {
+    const url = new URL(request.url);
+    if (url.pathname === "/__scheduled" || url.pathname === "/cdn-cgi/handler/scheduled") {
+      const time = url.searchParams.has("time") ? Number(url.searchParams.get("time")) : Date.now();
+      if (!Number.isFinite(time)) return problemResponse(400, "Bad Request", "time must be milliseconds since the epoch");
+      let result;
+      try {
+        result = await this.scheduled(url.searchParams.get("cron") ?? "", time);
+      } catch (e) {
+        if (e instanceof HostError) return problemResponse(404, "Not Found", e.message);
+        throw e;
+      }
+      if (result.outcome === "ok") return new Response("Ran scheduled event", { headers: { "content-type": "text/plain" } });
+      return problemResponse(500, "Internal Server Error", `scheduled() raised: ${result.error}`);
+    }
+    if (url.pathname === "/cdn-cgi/handler/alarm") {
+      const binding = url.searchParams.get("binding");
+      const d = this.config.durableObjects.find((x) => x.binding === binding);
+      if (!d) return problemResponse(404, "Not Found", `no Durable Object binding ${JSON.stringify(binding)}`);
+      const ns = this.env[binding];
+      let id;
+      try {
+        id = url.searchParams.has("id") ? ns.idFromString(url.searchParams.get("id")) : ns.idFromName(url.searchParams.get("name") ?? "");
+      } catch (e) {
+        return problemResponse(400, "Bad Request", e.message);
+      }
+      const object = this.objectFor(binding, id);
+      try {
+        await object.gate.run(async () => {
+          const instance = this.instanceOf(object);
+          if (!this.glue.has_method(instance, "alarm")) throw new HostError(`${d.className} has no alarm() handler`);
+          await this.callPython(true, instance, "alarm", [{ retryCount: 0, isRetry: false }], `${d.className}.alarm`);
+        });
+      } catch (e) {
+        if (e instanceof HostError) return problemResponse(404, "Not Found", e.message);
+        return problemResponse(500, "Internal Server Error", `alarm() raised: ${e.message || e}`);
+      }
+      return new Response("Ran alarm", { headers: { "content-type": "text/plain" } });
+    }
+    return null;
   }
 
   // ----- Durable Objects -----
@@ -344,39 +630,27 @@ export class Host {
     });
   }
 
-  async onAlarmCallback(request) {
+  /** A due alarm (sqlite_store.mjs scheduler): alarm() through the gate; rejects if it raised. */
+  async runAlarm(binding, hex, info) {
     if (this.restarting) await this.restarting;
-    const { binding, id, retryCount } = await request.json();
     const d = this.config.durableObjects.find((x) => x.binding === binding);
-    if (!d) return new MfResponse("unknown binding", { status: 404 });
-    const object = this.objectFor(binding, { hex: id, toString: () => id });
-    try {
-      await object.gate.run(async () => {
-        const instance = this.instanceOf(object);
-        if (!this.glue.has_method(instance, "alarm")) return;
-        const info = { retryCount, isRetry: retryCount > 0 };
-        await this.callPython(true, instance, "alarm", [info], `${d.className}.alarm`);
-      });
-      return new MfResponse("ok");
-    } catch (e) {
-      return new MfResponse(String(e.message || e), { status: 500 });
-    }
+    const object = this.objectFor(binding, this.env[binding].idFromString(hex));
+    await object.gate.run(async () => {
+      const instance = this.instanceOf(object);
+      if (!this.glue.has_method(instance, "alarm")) return;
+      await this.callPython(true, instance, "alarm", [info], `${d.className}.alarm`);
+    });
   }
 
-  // storage client used by DurableObjectStorage
-  async call(pathPart, op, args) {
-    const r = await fetch(`${this.mfUrl}/${pathPart}/${op}`, { method: "POST", body: JSON.stringify(args) });
-    return await r.json();
-  }
-
-  callSync(pathPart, op, args) {
-    const r = this.sync.post(`${this.mfUrl}/${pathPart}/${op}`, JSON.stringify(args));
-    return JSON.parse(r.text);
+  /** The storage of one object (used by DurableObjectStorage). */
+  openStorage(binding, hex) {
+    return this.storage.open(binding, hex);
   }
 
   async close() {
+    this.crons?.stop();
     await this.drain();
-    if (this.sync) await this.sync.close();
+    this.storage?.close();
     if (this.mf) await this.mf.dispose();
   }
 }
