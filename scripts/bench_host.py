@@ -107,6 +107,33 @@ async def rss_growth(url: str, pid: int, n: int) -> tuple[dict[str, float], dict
     return before, after
 
 
+def _start_once(persist: Path, env: dict[str, str]) -> float:
+    host = HostProcess(ROOT / "wrangler.toml", persist)
+    began = time.perf_counter()
+    try:
+        host.start(env=env)
+        return time.perf_counter() - began
+    finally:
+        host.close()
+
+
+def measure_startups(rounds: int = 3) -> list[tuple[str, float]]:
+    """Median process-start-to-serving time of the reference Worker: cold (no Pyodide snapshot,
+    a fresh state directory, so wrangler reads the config) and warm (snapshot and cached
+    config, what every start after the first one gets)."""
+    cold: list[float] = []
+    warm: list[float] = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as d:
+            cold.append(_start_once(Path(d), {"EDGE_KV_NO_SNAPSHOT": "1"}))
+            _start_once(Path(d), {})  # makes sure the snapshot and the config cache exist
+            warm.append(_start_once(Path(d), {}))
+    return [
+        ("cold (no snapshot, config read by wrangler), median", statistics.median(cold)),
+        ("warm (snapshot + cached config), median", statistics.median(warm)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=2000, help="requests per case")
@@ -115,6 +142,7 @@ def main() -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build_worker.py")], check=True, capture_output=True
     )
+    startups = measure_startups()
     with tempfile.TemporaryDirectory() as persist:
         host = HostProcess(ROOT / "wrangler.toml", Path(persist))
         began = time.perf_counter()
@@ -135,6 +163,8 @@ def main() -> None:
         print(f"| {label} | {concurrency} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
     print()
     print(f"host start-up (process start to first answer): {startup:.2f} s")
+    for label, seconds in startups:
+        print(f"start-up, {label}: {seconds:.2f} s")
     print(
         f"host RSS (node + workerd) before/after {args.rss_requests:,} requests: "
         f"{before:.0f} MiB -> {after:.0f} MiB ({growth:+.1f}%, limit +10%: {'OK' if growth <= 10 else 'EXCEEDED'}; {detail})"

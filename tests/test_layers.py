@@ -72,6 +72,8 @@ def core_rule(rel: str, name: str) -> str | None:
 def edge_rule(rel: str, name: str) -> str | None:
     if name.startswith("edge_kv.origin"):
         return "edge must not import origin"
+    if name.startswith("edge_kv.host"):
+        return "edge must not import the offline host (CPython tooling)"
     if top(name) in RUNTIME:
         if any(rel == s or rel.startswith(s + "/") for s in RUNTIME_SEAM):
             return None
@@ -84,14 +86,22 @@ def edge_rule(rel: str, name: str) -> str | None:
 def origin_rule(rel: str, name: str) -> str | None:
     if name.startswith("edge_kv.edge"):
         return "origin must not import edge"
+    if name.startswith("edge_kv.host"):
+        return "origin must not import the offline host (CPython tooling)"
     if top(name) in RUNTIME:
         return "origin must not import the Workers runtime"
     return None
 
 
+def host_rule(rel: str, name: str) -> str | None:
+    if name.startswith(("edge_kv.edge", "edge_kv.origin")):
+        return "the host runs Workers; it does not import the library it hosts"
+    return None
+
+
 def src_rule(rel: str, name: str) -> str | None:
-    if name.startswith("edge_kv.origin"):
-        return "the Worker must not import origin"
+    if name.startswith(("edge_kv.origin", "edge_kv.host")):
+        return "the Worker must not import origin or the host"
     local = {p.stem for p in (ROOT / "src").glob("*.py")}
     if top(name) in RUNTIME | local or top(name) in sys.stdlib_module_names or top(name) == "edge_kv":
         return None
@@ -104,9 +114,10 @@ def src_rule(rel: str, name: str) -> str | None:
         (PKG / "core", core_rule),
         (PKG / "edge", edge_rule),
         (PKG / "origin", origin_rule),
+        (PKG / "host", host_rule),
         (ROOT / "src", src_rule),
     ],
-    ids=["core", "edge", "origin", "src"],
+    ids=["core", "edge", "origin", "host", "src"],
 )
 def test_layer_imports(layer: Path, rule: object) -> None:
     assert files(layer), f"{layer} has no modules"
@@ -123,6 +134,8 @@ def test_layer_imports(layer: Path, rule: object) -> None:
         (edge_rule, "edge/x.py", "edge_kv.origin.locks"),
         (edge_rule, "edge/x.py", "httpx"),
         (origin_rule, "origin/x.py", "edge_kv.edge.runtime"),
+        (edge_rule, "edge/x.py", "edge_kv.host.cli"),
+        (host_rule, "host/x.py", "edge_kv.origin.locks"),
         (src_rule, "src/entry.py", "edge_kv.origin"),
     ],
 )
