@@ -18,6 +18,7 @@ import bench_routes
 import debug_routes
 import edge_limits
 import jwt_demo
+import outbox_demo
 from counter import Counter
 from edge_kv.edge import (
     HttpError,
@@ -45,8 +46,9 @@ from edge_kv.edge.runtime import (
     open_cache,
     request_cf,
 )
+from outbox_demo import OutboxDemo
 
-__all__ = ["Counter", "Default", "LockService", "RateLimiter"]
+__all__ = ["Counter", "Default", "LockService", "OutboxDemo", "RateLimiter"]
 
 GATEWAY = Gateway()  # per isolate: configuration cache, health marks, block cache
 router = Router()
@@ -56,6 +58,7 @@ register_lock_api(router)  # /locks/*
 debug_routes.register(router)  # /__stream, /echo-stream
 jwt_demo.register(router)  # POST /__jwt/verify (test configurations only)
 bench_routes.register(router)  # POST /__bench/jwt, GET /__passthrough/{path} (test configurations only)
+outbox_demo.register(router)  # /outbox/* (only with EDGE_KV_OUTBOX_URL; docs/messaging.md)
 CACHE_ORIGIN = "https://cache.edge-kv.internal"
 
 
