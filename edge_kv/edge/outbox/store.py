@@ -98,12 +98,22 @@ class OutboxTables:
         self.storage = storage
         self._ready = False
 
+    def ensure_schema(self) -> None:
+        for stmt in SCHEMA:
+            _rows(self.storage.sql.exec(stmt))
+        self._ready = True
+
     def _exec(self, query: str, *bindings: Any) -> list[dict[str, Any]]:
         if not self._ready:
-            for stmt in SCHEMA:
-                _rows(self.storage.sql.exec(stmt))
-            self._ready = True
-        return _rows(self.storage.sql.exec(query, *bindings))
+            self.ensure_schema()
+        try:
+            return _rows(self.storage.sql.exec(query, *bindings))
+        except Exception as exc:
+            # The tables were created inside a transaction that then rolled back.
+            if "no such table" not in str(exc):
+                raise
+            self.ensure_schema()
+            return _rows(self.storage.sql.exec(query, *bindings))
 
     def insert(self, event_id: str, topic: str, key: str, payload: str, created_ms: int) -> int:
         """Append an entry; returns its sequence number (1, 2, ... per object, never reused)."""
