@@ -4,9 +4,10 @@ Runs the pinned wrangler 4 under the pinned Node 22 against the real ``wrangler.
 (its ``[build]`` command assembles ``build/worker``), offline, with the bundle written
 to a temporary directory outside the repository, then checks the upload:
 
-* the entry module and the whole edge package (``edge_kv`` minus ``edge_kv/origin``) are in it,
+* the entry module and the whole edge package (``edge_kv`` minus ``edge_kv/origin`` and the
+  offline host ``edge_kv/host``) are in it,
   byte for byte what the repository holds;
-* nothing from ``edge_kv/origin``, ``tests/`` or ``scripts/`` is, and no stray file: the
+* nothing from ``edge_kv/origin``, ``edge_kv/host``, ``tests/`` or ``scripts/`` is, and no stray file: the
   uploaded modules are exactly the ``.py`` files of the build;
 * every uploaded module imports only the standard library, the runtime (``js``,
   ``pyodide``, ``workers``) or another uploaded module, and none of the stdlib modules
@@ -125,7 +126,7 @@ def _edge_package_sources() -> dict[str, Path]:
         rel = p.relative_to(ROOT)
         if (
             "__pycache__" in rel.parts
-            or rel.parts[1] == "origin"
+            or rel.parts[1] in ("origin", "host")
             or rel.as_posix() == "edge_kv/edge/testing.py"
         ):
             continue
@@ -155,7 +156,9 @@ def test_nothing_origin_side_is_uploaded(dry_run: DryRun) -> None:
         m
         for m in modules
         if m == "edge_kv/edge/testing.py"
-        or m.startswith(("edge_kv/origin/", "tests/", "scripts/", "node_modules/", ".venv/", "build/"))
+        or m.startswith(
+            ("edge_kv/origin/", "edge_kv/host/", "tests/", "scripts/", "node_modules/", ".venv/", "build/")
+        )
         or "/tests/" in m
         or m.startswith("test_")
     )
