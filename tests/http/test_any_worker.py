@@ -6,6 +6,7 @@ Fixture Workers are in tests/http/workers/ (see its README).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -70,6 +71,17 @@ async def test_handler_decorated_on_fetch(host_for: Callable[..., HostProcess]) 
     assert (r.status_code, r.text) == (200, "Hello world!")
 
 
+async def test_durable_object_rpc_list(host_for: Callable[..., HostProcess]) -> None:
+    url = host_for(WORKERS / "durable_list" / "wrangler.jsonc").start()
+    async with httpx.AsyncClient(base_url=url) as c:
+        assert (await c.get("/groceries/show")).text == "empty"
+        for item in ("eggs", "milk"):
+            assert (await c.get(f"/groceries/add/{item}")).text == "added"
+        assert (await c.get("/groceries/show")).text == "eggs\nmilk"
+        assert (await c.get("/other/show")).text == "empty"  # one object per name
+        assert (await c.get("/")).status_code == 400
+
+
 # ----- scheduled -----
 
 
@@ -85,6 +97,22 @@ async def test_scheduled_on_demand_gets_cron_and_time(host_for: Callable[..., Ho
     assert runs[0] == {"cron": "*/1 * * * *", "time": 1_700_000_040_000}
     assert runs[1]["cron"] == "0 * * * *" and abs(runs[1]["time"] - time.time() * 1000) < 60_000
     assert "Scheduled task has been executed." in host.output()
+
+
+@pytest.mark.slow
+async def test_cron_trigger_fires_on_its_schedule(host_for: Callable[..., HostProcess]) -> None:
+    """No test route: the "*/1 * * * *" trigger of the config runs at the next minute."""
+    url = host_for(WORKERS / "cron" / "wrangler.jsonc").start()
+    async with httpx.AsyncClient(base_url=url) as c:
+        deadline = time.monotonic() + 75
+        runs: list[dict[str, object]] = []
+        while not runs:
+            assert time.monotonic() < deadline, "the cron trigger never ran"
+            await asyncio.sleep(0.5)
+            runs = (await c.get("/")).json()
+    assert runs[0]["cron"] == "*/1 * * * *"
+    scheduled = runs[0]["time"]
+    assert isinstance(scheduled, int) and scheduled % 60_000 == 0  # the minute it was due
 
 
 async def test_scheduled_routes_are_off_without_the_flag(host_for: Callable[..., HostProcess]) -> None:
