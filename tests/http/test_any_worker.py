@@ -277,6 +277,34 @@ def test_no_handler_at_all_gets_a_hint(host_for: Callable[..., HostProcess], tmp
     assert "'Default'" in line and "on_fetch" in line and "WorkerEntrypoint" in line
 
 
+async def test_deep_recursion_is_a_python_recursion_error(
+    host_for: Callable[..., HostProcess], tmp_path: Path
+) -> None:
+    """Unbounded Python recursion in a request raises RecursionError inside the Worker (which
+    can catch it), not a wasm stack overflow that kills the runtime: the host's JSPI stack
+    settings must leave Python's own recursion limit in charge."""
+    config = _worker(
+        tmp_path,
+        "from workers import Response, WorkerEntrypoint\n\n"
+        "def down(n):\n    return down(n + 1) + 1\n\n"
+        "SERVED = 0\n\n"
+        "class Default(WorkerEntrypoint):\n"
+        "    async def fetch(self, request):\n"
+        "        global SERVED\n"
+        "        SERVED += 1\n"
+        "        try:\n"
+        "            down(0)\n"
+        "        except RecursionError as exc:\n"
+        "            return Response(f'caught {type(exc).__name__} #{SERVED}')\n"
+        "        return Response('no error')\n",
+    )
+    url = host_for(config).start()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        for i in (1, 2):
+            r = await c.get("/")
+            assert (r.status_code, r.text) == (200, f"caught RecursionError #{i}")  # same runtime
+
+
 # ----- the CLI -----
 
 
