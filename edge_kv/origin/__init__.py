@@ -21,7 +21,7 @@ first use, so ``import edge_kv.origin`` itself needs none of the extras::
     if await limiter.is_allowed(f"user:{user_id}"): ...
 
 The packages: :mod:`.locks`, :mod:`.ratelimit`, :mod:`.idempotency`, :mod:`.resilience`,
-:mod:`.eventsourcing`.
+:mod:`.eventsourcing`, :mod:`.messaging`.
 """
 
 from __future__ import annotations
