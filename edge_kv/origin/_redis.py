@@ -18,6 +18,11 @@ command) or :func:`run_script` (a :class:`~edge_kv.origin._scripts.LuaScript`):
   non-idempotent script (a limiter hit, a token ``INCR``) twice.
 * **One error type.** Transport failures (refused, reset, timed out, cluster down or
   unreachable) become the caller's subclass of :class:`edge_kv.core.errors.Unavailable`.
+* **Auto-pipelining.** With ``batched=True`` (the limiters', locks' and Redlock's
+  default) :func:`run_script` sends the script through the client's
+  :mod:`~edge_kv.origin._pipeline` transport: the calls of one event-loop tick go out in
+  one write on one dedicated connection, one timer bounds each batch, and the same
+  errors come out (a refused or broken connection fails at once, typed).
 * **Redis Cluster.** ``redis.asyncio.cluster.RedisCluster`` works wherever
   ``redis.asyncio.Redis`` does. A script's keys must hash to one slot; every key the
   library builds itself shares a ``{hash tag}`` by construction, and keys chosen by the
@@ -42,6 +47,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge_kv.core.errors import InvalidInput, Unavailable
+from edge_kv.origin import _pipeline
 from edge_kv.origin._scripts import ArgT, KeyT, LuaScript
 
 T = TypeVar("T")
@@ -193,10 +199,39 @@ async def run_script(
     limit_s: float,
     what: str,
     unavailable: type[Unavailable] = Unavailable,
+    batched: bool = False,
 ) -> Any:
-    """Run ``sc`` on ``client`` (EVALSHA, EVAL on NOSCRIPT) as one bounded call."""
+    """Run ``sc`` on ``client`` (EVALSHA, EVAL on NOSCRIPT) as one bounded call.
+
+    ``batched``: through the client's auto-pipelined transport (:func:`script_future`),
+    same bound and errors, one timer per batch instead of one per call.
+    """
     check_same_slot(client, keys, what)
+    if batched:
+        fut = script_future(sc, client, keys, args, limit_s)
+        if fut is not None:
+            try:
+                return await fut
+            except UNREACHABLE as exc:
+                raise unavailable(f"{what}: Redis unreachable or too slow ({describe(exc)})") from exc
     return await bounded(sc.run(client, keys, args), limit_s, what, unavailable)
+
+
+def transport(client: Any) -> _pipeline.AutoPipeline | _pipeline.ClusterTransport | None:
+    """``client``'s auto-pipelined transport on the running loop (``None``: not a
+    redis-py asyncio client, use the unbatched path)."""
+    return _pipeline.transport(client, fast_fail)
+
+
+def script_future(
+    sc: LuaScript, client: Any, keys: Sequence[KeyT], args: Sequence[ArgT], limit_s: float
+) -> asyncio.Future[Any] | None:
+    """Queue ``sc`` on ``client``'s transport: a future bounded by ``limit_s`` (it fails
+    with a transport error of :data:`UNREACHABLE` after it), or ``None`` when the call
+    must take the unbatched path (not a redis-py asyncio client; a cluster client without
+    a slot map yet). Check the keys' slot first (:func:`check_same_slot`)."""
+    t = _pipeline.transport(client, fast_fail)
+    return None if t is None else t.script(sc, keys, args, limit_s)
 
 
 async def fan_out(calls: Sequence[Awaitable[T]], limit_s: float) -> list[T | None]:

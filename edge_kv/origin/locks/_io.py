@@ -54,6 +54,8 @@ async def run(
     args: Sequence[ArgT],
     limit_s: float,
     what: str,
+    batched: bool = False,
 ) -> Any:
-    """Run ``sc`` on ``client`` within ``limit_s`` seconds (see :func:`bounded`)."""
-    return await _redis.run_script(sc, client, keys, args, limit_s, what, LockUnavailable)
+    """Run ``sc`` on ``client`` within ``limit_s`` seconds (see :func:`bounded`);
+    ``batched``: through the client's auto-pipelined transport."""
+    return await _redis.run_script(sc, client, keys, args, limit_s, what, LockUnavailable, batched)

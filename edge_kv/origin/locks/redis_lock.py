@@ -45,6 +45,8 @@ class RedisLock(LeaseLock):
     retries sleep a random ``retry_delay_ms`` interval (shortened to the holder's
     remaining TTL when that is sooner). With ``auto_renew`` a task extends the lease
     every ``ttl_ms * renew_fraction`` until release; :attr:`lost` reports a failed renewal.
+    The scripts go through the client's auto-pipelined transport
+    (:mod:`edge_kv.origin._pipeline`); ``autopipeline=False`` uses redis-py's pool instead.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class RedisLock(LeaseLock):
         drift_factor: float = DEFAULT_DRIFT_FACTOR,
         op_timeout: float = DEFAULT_OP_TIMEOUT_S,
         namespace: str = DEFAULT_LOCK_NAMESPACE,
+        autopipeline: bool = True,
     ) -> None:
         super().__init__(
             name,
@@ -73,6 +76,7 @@ class RedisLock(LeaseLock):
             namespace=namespace,
         )
         self.redis = _redis.prepare(redis)
+        self.autopipeline = bool(autopipeline)
 
     async def _attempt(self, owner: str, until: float) -> Attempt:
         started = time.monotonic()
@@ -84,6 +88,7 @@ class RedisLock(LeaseLock):
                 [owner, self.ttl_ms],
                 self._budget(until),
                 f"acquire {self.name!r}",
+                self.autopipeline,
             )
         )
         if not token:
@@ -100,19 +105,33 @@ class RedisLock(LeaseLock):
         if limit_s <= 0:
             return
         with contextlib.suppress(LockUnavailable):
-            await run(RELEASE, self.redis, [self.key], [owner], limit_s, "release")
+            await run(RELEASE, self.redis, [self.key], [owner], limit_s, "release", self.autopipeline)
 
     async def _extend(self, owner: str, ttl_ms: int) -> int:
         started = time.monotonic()
         ok = await run(
-            EXTEND, self.redis, [self.key], [owner, ttl_ms], self.op_timeout, f"extend {self.name!r}"
+            EXTEND,
+            self.redis,
+            [self.key],
+            [owner, ttl_ms],
+            self.op_timeout,
+            f"extend {self.name!r}",
+            self.autopipeline,
         )
         if not ok:
             raise LockNotOwned(f"lock {self.name!r} is no longer held by this owner; not extended")
         return self._validity(ttl_ms, time.monotonic() - started)
 
     async def _release(self, owner: str) -> None:
-        ok = await run(RELEASE, self.redis, [self.key], [owner], self.op_timeout, f"release {self.name!r}")
+        ok = await run(
+            RELEASE,
+            self.redis,
+            [self.key],
+            [owner],
+            self.op_timeout,
+            f"release {self.name!r}",
+            self.autopipeline,
+        )
         if not ok:
             raise LockNotOwned(f"lock {self.name!r} is no longer held by this owner; nothing released")
 

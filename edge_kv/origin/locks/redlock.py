@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, quorum
@@ -65,8 +65,11 @@ class Redlock(LeaseLock):
     ``clients`` are asyncio clients of *independent* Redis deployments (not replicas of
     one another): ``redis.asyncio.Redis``, or ``RedisCluster`` for a node that is itself
     a cluster (a lock's keys share one slot). ``op_timeout`` bounds each round of calls
-    and should be small next to ``ttl_ms``: a slow node must not eat the validity. Other
-    options as in :class:`~edge_kv.origin.locks.redis_lock.RedisLock`.
+    and should be small next to ``ttl_ms``: a slow node must not eat the validity. Each
+    node's calls go through that client's auto-pipelined transport
+    (:mod:`edge_kv.origin._pipeline`: no task per node call, one timer per node batch);
+    ``autopipeline=False`` uses redis-py's pools instead. Other options as in
+    :class:`~edge_kv.origin.locks.redis_lock.RedisLock`.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Redlock(LeaseLock):
         drift_factor: float = DEFAULT_DRIFT_FACTOR,
         op_timeout: float = DEFAULT_REDLOCK_OP_TIMEOUT_S,
         namespace: str = DEFAULT_REDLOCK_NAMESPACE,
+        autopipeline: bool = True,
     ) -> None:
         clients = list(clients)
         if not clients:
@@ -101,6 +105,18 @@ class Redlock(LeaseLock):
         )
         self.clients = [_redis.prepare(c) for c in clients]
         self.quorum = quorum(len(clients))
+        self.autopipeline = bool(autopipeline)
+
+    def _call(
+        self, sc: LuaScript, client: Any, keys: list[str], args: Sequence[str | int], limit_s: float
+    ) -> Awaitable[Any]:
+        """One node's script call: a future of its transport (bounded by ``limit_s``) or,
+        without auto-pipelining, a coroutine for the caller's timer."""
+        if self.autopipeline:
+            fut = _redis.script_future(sc, client, keys, args, limit_s)
+            if fut is not None:
+                return fut
+        return sc.run(client, keys, args)
 
     async def _fan_out(
         self, sc: LuaScript, keys: list[str], args: list[str | int], limit_s: float | None = None
@@ -115,12 +131,18 @@ class Redlock(LeaseLock):
         limit = self.op_timeout if limit_s is None else limit_s
         for client in self.clients:
             _redis.check_same_slot(client, keys, f"redlock {self.name!r}")
-        return await _redis.fan_out([sc.run(c, keys, args) for c in self.clients], limit)
+        return await _redis.fan_out([self._call(sc, c, keys, args, limit) for c in self.clients], limit)
 
     async def _raise_on_node(self, client: Any, owner: str, token: int, limit_s: float) -> bool:
         try:
             ok = await run(
-                RAISE_COUNTER, client, [self.key, self.counter_key], [owner, token], limit_s, "raise"
+                RAISE_COUNTER,
+                client,
+                [self.key, self.counter_key],
+                [owner, token],
+                limit_s,
+                "raise",
+                self.autopipeline,
             )
         except LockUnavailable:
             return False
@@ -168,13 +190,16 @@ class Redlock(LeaseLock):
                 reached.set_result(None)
 
         with _redis.fast_fail():  # tasks copy the context when they are created
-            tasks = [asyncio.ensure_future(sc.run(c, keys, args)) for c in self.clients]
+            tasks = [asyncio.ensure_future(self._call(sc, c, keys, args, limit_s)) for c in self.clients]
         for i, task in enumerate(tasks):
             task.add_done_callback(functools.partial(on_done, i))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_s
         try:
-            await _redis.bounded(reached, limit_s, f"redlock {self.name!r}", LockUnavailable)
+            if all(not isinstance(t, asyncio.Task) for t in tasks):
+                await reached  # transport futures: each is bounded by its batch's timer
+            else:
+                await _redis.bounded(reached, limit_s, f"redlock {self.name!r}", LockUnavailable)
         except LockUnavailable:
             pass  # the round's time is up: nodes that have not answered count as None
         except BaseException:
@@ -213,7 +238,8 @@ class Redlock(LeaseLock):
         ]
         if late:
             await _redis.fan_out(
-                [RELEASE.run(self.clients[i], [self.key], [owner]) for i in late], self.op_timeout
+                [self._call(RELEASE, self.clients[i], [self.key], [owner], self.op_timeout) for i in late],
+                self.op_timeout,
             )
 
     def _steady_quorum(self, raw: list[Any]) -> bool:

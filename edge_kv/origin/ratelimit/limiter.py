@@ -10,6 +10,10 @@ the result says ``degraded=True``) or raises :class:`RateLimiterUnavailable`
 (``fail_open=False``, the default). It never waits longer than ``timeout``, and a
 refused connection fails at once (see :mod:`edge_kv.origin._redis`). Works with
 ``redis.asyncio.Redis`` and ``redis.asyncio.cluster.RedisCluster``.
+
+Decisions go through the client's auto-pipelined transport (:mod:`edge_kv.origin._pipeline`):
+the decisions of one event-loop tick share one write and one timer. ``autopipeline=False``
+sends each through redis-py's connection pool instead (same results, same errors).
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class RateLimiter:
         timeout: float = 0.25,
         fail_open: bool = False,
         max_key_length: int = MAX_KEY_LENGTH,
+        autopipeline: bool = True,
     ) -> None:
         tiers = (
             (policies,)
@@ -131,6 +136,7 @@ class RateLimiter:
         self.timeout = float(timeout)
         self.fail_open = fail_open
         self.max_key_length = max_key_length
+        self.autopipeline = bool(autopipeline)
         self._suffixes = [f"}}:{p.name}:{w[0]}" for p, w in zip(tiers, wires, strict=True)]
         # Static script arguments, encoded once (the hot path only adds time and cost).
         self._spec = ",".join(f"{kind}:{limit}:{period}" for _, kind, limit, period in wires).encode("ascii")
@@ -160,7 +166,14 @@ class RateLimiter:
         args = [b"" if now_us is None else now_us, cost, self._spec]
         try:
             reply = await _redis.run_script(
-                LIMIT_SCRIPT, self.redis, keys, args, self.timeout, "rate limiter", RateLimiterUnavailable
+                LIMIT_SCRIPT,
+                self.redis,
+                keys,
+                args,
+                self.timeout,
+                "rate limiter",
+                RateLimiterUnavailable,
+                self.autopipeline,
             )
         except (RateLimiterUnavailable, RedisError) as exc:
             return self._unavailable(exc)

@@ -27,7 +27,8 @@ class TokenBucketLimiter(RateLimiter):
     decision with the ``RateLimit`` / ``Retry-After`` headers, and the instance works with
     :class:`~.middleware.RateLimitMiddleware` like any ``RateLimiter``. ``redis`` is a
     ``redis.asyncio`` client; ``name`` names the tier in the headers and in the state key;
-    ``timeout``, ``fail_open``, ``prefix`` and ``max_key_length`` are ``RateLimiter``'s.
+    ``timeout``, ``fail_open``, ``prefix``, ``max_key_length`` and ``autopipeline`` are
+    ``RateLimiter``'s.
     Bad arguments (``capacity`` not a positive integer, a bad key or cost) raise ``ValueError``.
     """
 
@@ -42,6 +43,7 @@ class TokenBucketLimiter(RateLimiter):
         timeout: float = 0.25,
         fail_open: bool = False,
         max_key_length: int = MAX_KEY_LENGTH,
+        autopipeline: bool = True,
     ) -> None:
         self.bucket = TokenBucket(capacity, refill_rate, name=name)
         super().__init__(
@@ -51,6 +53,7 @@ class TokenBucketLimiter(RateLimiter):
             timeout=timeout,
             fail_open=fail_open,
             max_key_length=max_key_length,
+            autopipeline=autopipeline,
         )
 
     async def is_allowed(self, key: str, cost: int = 1) -> bool:
