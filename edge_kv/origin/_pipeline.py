@@ -222,6 +222,7 @@ class AutoPipeline:
         self._encode = encoder.encode
         self._encoding: str | None = encoder.encoding if encoder.decode_responses else None
         self._errors: str = encoder.encoding_errors
+        self._wenc: str = encoder.encoding
         self._fast_fail = fast_fail
         self._redirect = redirect
         self._conn: Any = None
@@ -267,10 +268,19 @@ class AutoPipeline:
 
     def _body(self, keys: Sequence[ArgT], args: Sequence[ArgT]) -> bytes:
         out = []
-        for seq in (keys, args):
-            for v in seq:
-                b = v if type(v) is bytes else bytes(self._encode(v))
-                out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        v: Any
+        b: bytes
+        for v in (*keys, *args):
+            t = type(v)  # the common types inline; the rest (and bool: refused) as redis-py does
+            if t is bytes:
+                b = v
+            elif t is str:
+                b = v.encode(self._wenc, self._errors)
+            elif t is int:
+                b = b"%d" % v  # what redis-py sends: repr(int)
+            else:
+                b = bytes(self._encode(v))
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
         return b"".join(out)
 
     def _eval_packed(self, call: _Call) -> bytes:
