@@ -13,8 +13,9 @@ than whichever ran at the time; servers are flushed before each case.
 2. Redlock on 5 nodes, same shape: edge_kv ``Redlock`` vs ``aioredlock.Aioredlock``
    vs ``pottery.AIORedlock`` (pottery's asyncio Redlock; its ``Redlock`` is the blocking
    twin with the same protocol).
-   Then one task each, ``RedisLock`` (1 node) and ``Redlock`` (5 nodes) interleaved:
-   Redlock pair latency / single-node pair latency.
+   Then one task each, ``RedisLock`` (1 node) and ``Redlock`` (5 nodes), auto-pipelined
+   (the default) and with ``autopipeline=False``, all four interleaved: Redlock pair
+   latency / single-node pair latency. Production defaults throughout (``op_timeout``).
 3. Contended: 32 tasks, one resource, acquire (blocking) + release, defaults of each
    library's retry/poll: throughput and wait percentiles.
 
@@ -195,17 +196,53 @@ async def main() -> None:
         multi = await interleaved(contenders, conc, secs, sl, shared=False)
         await manager.destroy()
         table(f"Uncontended Redlock acquire+release, 5 nodes, {conc} tasks", multi, "aioredlock")
+
+        def plain(_: int) -> Pair:  # the unbatched path: redis-py's pool, one call at a time
+            async def pair(res: str) -> None:
+                lock = RedisLock(one, res, ttl_ms=10_000, autopipeline=False)
+                await lock.acquire()
+                await lock.release()
+
+            return pair
+
+        def plain_rl(_: int) -> Pair:
+            async def pair(res: str) -> None:
+                lock = Redlock(clients, res, ttl_ms=10_000, autopipeline=False)
+                await lock.acquire()
+                await lock.release()
+
+            return pair
+
         for c in clients:
             await c.flushall()
-        solo_single, solo_multi = await interleaved(
-            [("edge_kv RedisLock", ours), ("edge_kv Redlock", ours_rl)], 1, secs, sl, shared=False
+        solo = await interleaved(
+            [
+                ("edge_kv RedisLock", ours),
+                ("edge_kv Redlock", ours_rl),
+                ("RedisLock autopipeline=False", plain),
+                ("Redlock autopipeline=False", plain_rl),
+            ],
+            1,
+            secs,
+            sl,
+            shared=False,
         )
         await _redis.wait_detached()
+        print("\nOne task, pair latency (interleaved, production defaults):\n")
+        print("| contender | p50 ms | mean ms |")
+        print("| --- | ---: | ---: |")
+        for r in solo:
+            print(f"| {r.name} | {r.p50:.3f} | {r.mean:.3f} |")
+        for tag, one_node, five in (
+            ("auto-pipelined", solo[0], solo[1]),
+            ("autopipeline=False", solo[2], solo[3]),
+        ):
+            print(
+                f"\nRedlock(5)/RedisLock, {tag}: {five.p50 / one_node.p50:.2f}x (p50), "
+                f"{five.mean / one_node.mean:.2f}x (mean)"
+            )
         print(
-            f"\nOne task, pair latency (interleaved): RedisLock p50 {solo_single.p50:.3f} ms / mean "
-            f"{solo_single.mean:.3f} ms, Redlock(5) p50 {solo_multi.p50:.3f} ms / mean {solo_multi.mean:.3f} ms "
-            f"-> Redlock/single = {solo_multi.p50 / solo_single.p50:.2f}x (p50), "
-            f"{solo_multi.mean / solo_single.mean:.2f}x (mean)"
+            f"RedisLock auto-pipelined / autopipeline=False: {solo[0].mean / solo[2].mean:.2f}x (mean latency)"
         )
 
         # 3. contended: 32 workers, one resource ---------------------------------------------
