@@ -95,7 +95,9 @@ CLAIMS = {
     "aud": "edge-api",
     "iat": NOW - 5,
     "nbf": NOW - 5,
-    "exp": NOW + 600,
+    # A day, not minutes: PyJWT checks it against the real clock, and on a loaded machine the
+    # suite can run long after this module was imported.
+    "exp": NOW + 86400,
     "scope": "orders:read orders:write",
 }
 POLICY = JwtPolicy(issuer="https://idp.example", audience="edge-api", required_claims=("exp", "iat", "sub"))
