@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,8 +63,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from edge_kv.origin._scripts import ArgT, KeyT, LuaScript
 
 _hiredis: Any
-try:  # redis-py's optional C parser; the fallback below parses the same replies
-    import hiredis as _hiredis
+try:  # redis-py's optional C parser (the `redis` extra installs it); the fallback below parses the same replies
+    _hiredis = importlib.import_module("hiredis")
 except ImportError:  # pragma: no cover - depends on the environment
     _hiredis = None
 
