@@ -85,3 +85,39 @@ def test_missing_npm_is_one_clear_error(
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(_node.NodeSideError, match="needs npm once"):
         _node.node_side()
+
+
+@pytest.mark.parametrize(
+    ("argv", "pytest_args", "config_dir"),
+    [
+        (["test", "-k", "orders", "-x"], ["-k", "orders", "-x"], "."),
+        (["test", "--", "-c", "other.ini"], ["-c", "other.ini"], "."),
+        (["test", "--worker", "w", "-q"], ["-q"], "w"),
+        (["test", "--worker=w"], [], "w"),
+    ],
+)
+def test_cli_test_passes_pytest_arguments_through(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    pytest_args: list[str],
+    config_dir: str,
+) -> None:
+    from edge_kv.host import cli
+
+    for d in (tmp_path, tmp_path / "w"):
+        d.mkdir(exist_ok=True)
+        (d / "wrangler.toml").write_text('main = "src/entry.py"\n')
+    calls: list[tuple[list[str], dict[str, str], Path]] = []
+
+    def fake_call(cmd: list[str], env: dict[str, str], cwd: Path) -> int:
+        calls.append((cmd, env, cwd))
+        return 0
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("edge_kv.host.cli.subprocess.call", fake_call)
+    assert cli.main(argv) == 0
+    ((cmd, env, cwd),) = calls
+    assert cmd[1:3] == ["-m", "pytest"] and cmd[3:] == pytest_args
+    expected = (tmp_path / config_dir).resolve()
+    assert env["EDGE_KV_CONFIG"] == str(expected / "wrangler.toml") and cwd == expected

@@ -1,7 +1,7 @@
 """``edge-kv``: run and test any Python Worker offline (installed with the package).
 
     edge-kv dev [PROJECT] [--config FILE] [--port 8787] [--persist DIR] [--no-watch] [host flags]
-    edge-kv test [PROJECT] [pytest args]      your tests, with the host fixture for this Worker
+    edge-kv test [--worker DIR] [pytest args]  your tests, with the host fixture for this Worker
     edge-kv scheduled [--url URL] [--cron EXPR]   fire the scheduled handler of a running dev host
     edge-kv install [PROJECT]                 install the Node side and the Worker's dependencies
 
@@ -146,10 +146,23 @@ def cmd_dev(args: argparse.Namespace, extra: Sequence[str]) -> int:
             _stop(proc)
 
 
-def cmd_test(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    config = find_config(args.project, args.config)
+def cmd_test(argv: Sequence[str]) -> int:
+    """``edge-kv test [--worker DIR|CONFIG] [pytest arguments]``: every argument but
+    ``--worker`` goes to pytest unchanged (a leading ``--`` is dropped)."""
+    args = list(argv)
+    worker: str | None = None
+    if args[:1] == ["--worker"] or any(a.startswith("--worker=") for a in args[:1]):
+        if args[0] == "--worker":
+            if len(args) < 2:
+                raise UsageError("--worker needs a directory or config file")
+            worker, args = args[1], args[2:]
+        else:
+            worker, args = args[0].split("=", 1)[1], args[1:]
+    if args[:1] == ["--"]:
+        args = args[1:]
+    config = find_config(worker)
     env = {**os.environ, "EDGE_KV_CONFIG": str(config)}
-    return subprocess.call([sys.executable, "-m", "pytest", *extra], env=env, cwd=config.parent)
+    return subprocess.call([sys.executable, "-m", "pytest", *args], env=env, cwd=config.parent)
 
 
 def cmd_scheduled(args: argparse.Namespace, extra: Sequence[str]) -> int:
@@ -200,9 +213,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not serve /__scheduled and /cdn-cgi/handler/{scheduled,alarm}",
     )
-    test = sub.add_parser("test", help="run pytest with the edge_kv_host fixture serving this Worker")
-    test.add_argument("project", nargs="?")
-    test.add_argument("--config", "-c")
+    sub.add_parser(
+        "test",
+        help="run pytest with the edge_kv_host fixture serving this Worker: "
+        "edge-kv test [--worker DIR|CONFIG] [pytest arguments]",
+        add_help=False,
+    )
     sched = sub.add_parser("scheduled", help="fire the scheduled handler of a running `edge-kv dev`")
     sched.add_argument("--url", default="http://127.0.0.1:8787")
     sched.add_argument("--cron", default="* * * * *")
@@ -216,9 +232,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-kv`` command; returns the exit code."""
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    handlers = {"dev": cmd_dev, "test": cmd_test, "scheduled": cmd_scheduled, "install": cmd_install}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    handlers = {"dev": cmd_dev, "scheduled": cmd_scheduled, "install": cmd_install}
     try:
+        if argv[:1] == ["test"]:
+            return cmd_test(argv[1:])  # pytest's own options must pass through untouched
+        args, extra = parser.parse_known_args(argv)
         return handlers[args.command](args, extra)
     except UsageError as exc:
         print(f"edge-kv: error: {exc}", file=sys.stderr)

@@ -140,8 +140,9 @@ def test_cli_serves_the_worker_with_its_dependencies(project: Path, tmp_path: Pa
 
 
 def test_pytest_plugin_runs_the_users_tests(project: Path) -> None:
+    """Through ``edge-kv test`` (pytest's own arguments pass through) and the plugin."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "edge_kv.host.cli", "test", "-q", "-p", "no:cacheprovider", "tests"],
         cwd=project,
         capture_output=True,
         text=True,
