@@ -11,6 +11,7 @@ that starts a redis-server without going through a fixture fails (see
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.redis)
         if used & POSTGRES_FIXTURES:
             item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Leaked connections and transports warn when collected; collecting after every test
+    makes the warning (an error here) land on the test that leaked, not on whatever test the
+    garbage collector happens to run in later."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)
