@@ -4,7 +4,9 @@ dead-lettering, and take-over of messages left with a crashed consumer.
 Each :meth:`StreamConsumer.run_once` handles one batch, in stream order:
 
 1. first, once, the messages already delivered to *this* consumer name and never
-   acknowledged (the process restarted under the same name);
+   acknowledged (the process restarted under the same name), and again after a batch
+   failed part-way (a Redis error on the ack, say): its entries are pending with this
+   name, so they are retried at once rather than after ``claim_idle_s``;
 2. messages pending with *another* consumer for longer than ``claim_idle_s`` (it crashed
    or hangs), taken over with ``XAUTOCLAIM``;
 3. new messages (``XREADGROUP ... >``, blocking up to ``block_s``).
@@ -214,6 +216,16 @@ class StreamConsumer:
         entries = await self._fetch()
         if not entries:
             return 0
+        try:
+            return await self._handle_batch(entries)
+        except BaseException:
+            # The batch is pending with this consumer name; XAUTOCLAIM would only take it
+            # back after claim_idle_s. Re-read it first on the next call instead (handled
+            # entries run again: duplicates are normal, the inbox skips them).
+            self._own_pending_done = False
+            raise
+
+    async def _handle_batch(self, entries: Sequence[tuple[str, Any, int]]) -> int:
         lanes: dict[str, list[tuple[str, Any, int]]] = {}
         acks: list[str] = []
         for entry in entries:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+import pytest
 import redis.asyncio as aioredis
 
 from edge_kv.core.backoff import Exponential
 from edge_kv.origin.messaging import Delivery, Message, RedisStreamsPublisher, StreamConsumer
+from edge_kv.origin.messaging.consumer import ConsumerUnavailable
 from edge_kv.origin.resilience import RetryPolicy
 
 
@@ -130,3 +132,37 @@ async def test_run_stops_on_request(redis: aioredis.Redis, stream: str) -> None:
     await asyncio.wait_for(got.wait(), 2)
     stop.set()
     await asyncio.wait_for(task, 2)
+
+
+async def test_a_batch_that_failed_part_way_is_retried_at_once_not_after_claim_idle(
+    redis: aioredis.Redis, stream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the entries of a batch whose ``XACK`` failed stayed pending with this
+    consumer and came back only through ``XAUTOCLAIM`` after ``claim_idle_s`` (30 s by
+    default, exactly the stall of the benchmark's wait)."""
+    await _publish(redis, stream, 3)
+    seen: list[tuple[str, int]] = []
+
+    async def handler(d: Delivery) -> None:
+        seen.append((d.message.id, d.deliveries))
+
+    c = StreamConsumer(redis, stream, "g", "c", handler, block_s=0, claim_idle_s=30)
+    await c.ensure_group()
+    real_xack = redis.xack
+    failures = 1
+
+    async def flaky_xack(*args: object) -> object:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise aioredis.ConnectionError("connection reset while acknowledging")
+        return await real_xack(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(redis, "xack", flaky_xack)
+    with pytest.raises(ConsumerUnavailable):
+        await c.run_once()
+    assert (await redis.xpending(stream, "g"))["pending"] == 3
+    assert await c.run_once() == 3  # the same entries again, redelivered
+    assert seen == [("e0", 1), ("e1", 1), ("e2", 1), ("e0", 2), ("e1", 2), ("e2", 2)]
+    assert (await redis.xpending(stream, "g"))["pending"] == 0
+    assert await c.run_once() == 0
