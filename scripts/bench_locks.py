@@ -122,7 +122,13 @@ async def main() -> None:
     )
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--contended-workers", type=int, default=32)
+    ap.add_argument(
+        "--cases",
+        default="single,redlock,solo,contended",
+        help="comma-separated subset of: single, redlock, solo (one task, the 1.5x target), contended",
+    )
     args = ap.parse_args()
+    cases = set(args.cases.split(","))
     logging.getLogger("aioredlock").setLevel(logging.CRITICAL)
     secs, conc, sl = args.seconds, args.concurrency, args.slice
 
@@ -148,11 +154,12 @@ async def main() -> None:
 
             return pair
 
-        await one.flushall()
-        single = await interleaved(
-            [("edge_kv RedisLock", ours), ("redis-py Lock", redispy)], conc, secs, sl, shared=False
-        )
-        table(f"Uncontended acquire+release, 1 node, {conc} tasks", single, "redis-py Lock")
+        if "single" in cases:
+            await one.flushall()
+            single = await interleaved(
+                [("edge_kv RedisLock", ours), ("redis-py Lock", redispy)], conc, secs, sl, shared=False
+            )
+            table(f"Uncontended acquire+release, 1 node, {conc} tasks", single, "redis-py Lock")
 
         # 2. Redlock on 5 nodes --------------------------------------------------------------
         def ours_rl(_: int) -> Pair:
@@ -186,16 +193,17 @@ async def main() -> None:
 
             return pair
 
-        contenders: list[Contender] = [
-            ("edge_kv Redlock", ours_rl),
-            ("aioredlock", aio_rl),
-            ("pottery AIORedlock", pottery_rl),
-        ]
-        for c in clients:
-            await c.flushall()
-        multi = await interleaved(contenders, conc, secs, sl, shared=False)
-        await manager.destroy()
-        table(f"Uncontended Redlock acquire+release, 5 nodes, {conc} tasks", multi, "aioredlock")
+        if "redlock" in cases:
+            contenders: list[Contender] = [
+                ("edge_kv Redlock", ours_rl),
+                ("aioredlock", aio_rl),
+                ("pottery AIORedlock", pottery_rl),
+            ]
+            for c in clients:
+                await c.flushall()
+            multi = await interleaved(contenders, conc, secs, sl, shared=False)
+            await manager.destroy()
+            table(f"Uncontended Redlock acquire+release, 5 nodes, {conc} tasks", multi, "aioredlock")
 
         def plain(_: int) -> Pair:  # the unbatched path: redis-py's pool, one call at a time
             async def pair(res: str) -> None:
@@ -213,37 +221,38 @@ async def main() -> None:
 
             return pair
 
-        for c in clients:
-            await c.flushall()
-        solo = await interleaved(
-            [
-                ("edge_kv RedisLock", ours),
-                ("edge_kv Redlock", ours_rl),
-                ("RedisLock autopipeline=False", plain),
-                ("Redlock autopipeline=False", plain_rl),
-            ],
-            1,
-            secs,
-            sl,
-            shared=False,
-        )
-        await _redis.wait_detached()
-        print("\nOne task, pair latency (interleaved, production defaults):\n")
-        print("| contender | p50 ms | mean ms |")
-        print("| --- | ---: | ---: |")
-        for r in solo:
-            print(f"| {r.name} | {r.p50:.3f} | {r.mean:.3f} |")
-        for tag, one_node, five in (
-            ("auto-pipelined", solo[0], solo[1]),
-            ("autopipeline=False", solo[2], solo[3]),
-        ):
-            print(
-                f"\nRedlock(5)/RedisLock, {tag}: {five.p50 / one_node.p50:.2f}x (p50), "
-                f"{five.mean / one_node.mean:.2f}x (mean)"
+        if "solo" in cases:
+            for c in clients:
+                await c.flushall()
+            solo = await interleaved(
+                [
+                    ("edge_kv RedisLock", ours),
+                    ("edge_kv Redlock", ours_rl),
+                    ("RedisLock autopipeline=False", plain),
+                    ("Redlock autopipeline=False", plain_rl),
+                ],
+                1,
+                secs,
+                sl,
+                shared=False,
             )
-        print(
-            f"RedisLock auto-pipelined / autopipeline=False: {solo[0].mean / solo[2].mean:.2f}x (mean latency)"
-        )
+            await _redis.wait_detached()
+            print("\nOne task, pair latency (interleaved, production defaults):\n")
+            print("| contender | p50 ms | mean ms |")
+            print("| --- | ---: | ---: |")
+            for r in solo:
+                print(f"| {r.name} | {r.p50:.3f} | {r.mean:.3f} |")
+            for tag, one_node, five in (
+                ("auto-pipelined", solo[0], solo[1]),
+                ("autopipeline=False", solo[2], solo[3]),
+            ):
+                print(
+                    f"\nRedlock(5)/RedisLock, {tag}: {five.p50 / one_node.p50:.2f}x (p50), "
+                    f"{five.mean / one_node.mean:.2f}x (mean)"
+                )
+            print(
+                f"RedisLock auto-pipelined / autopipeline=False: {solo[0].mean / solo[2].mean:.2f}x (mean latency)"
+            )
 
         # 3. contended: 32 workers, one resource ---------------------------------------------
         workers = args.contended_workers
@@ -272,22 +281,25 @@ async def main() -> None:
 
             return pair
 
-        for c in clients:
-            await c.flushall()
-        contended = await interleaved(
-            [
-                ("edge_kv RedisLock", ours_c),
-                ("redis-py Lock", redispy_c),
-                ("edge_kv Redlock (5 nodes)", ours_rl_c),
-            ],
-            workers,
-            secs,
-            args.contended_slice,
-            shared=True,
-        )
-        await _redis.wait_detached()
-        print(f"\n(contended: latency = wait + acquire + release of one pair; {workers} tasks, one resource)")
-        table(f"Contended, {workers} tasks, one resource", contended, "redis-py Lock")
+        if "contended" in cases:
+            for c in clients:
+                await c.flushall()
+            contended = await interleaved(
+                [
+                    ("edge_kv RedisLock", ours_c),
+                    ("redis-py Lock", redispy_c),
+                    ("edge_kv Redlock (5 nodes)", ours_rl_c),
+                ],
+                workers,
+                secs,
+                args.contended_slice,
+                shared=True,
+            )
+            await _redis.wait_detached()
+            print(
+                f"\n(contended: latency = wait + acquire + release of one pair; {workers} tasks, one resource)"
+            )
+            table(f"Contended, {workers} tasks, one resource", contended, "redis-py Lock")
         for c in clients:
             await c.aclose()
     finally:

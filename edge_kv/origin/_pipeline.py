@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import importlib
 import inspect
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -73,7 +74,6 @@ __all__ = ["AutoPipeline", "ClusterTransport", "transport"]
 _ATTR = "_edge_kv_transport"
 _MISSING = object()  # "no complete reply yet"
 _REDIRECT = (MovedError, AskError, TryAgainError, ClusterDownError)
-_READ_SIZE = 1 << 16
 
 
 class _ReplyError(Exception):
@@ -186,21 +186,143 @@ def _reader(encoding: str | None, errors: str) -> Any:
     return _PyReader(encoding, errors)
 
 
+class _Group:
+    """The calls of one tick with one timeout, on every pipeline of the loop: one timer.
+
+    ``pending`` counts the calls the pipelines still track; when it reaches 0 (the
+    steady state: every reply arrived) the timer is cancelled, so the loop's timer heap
+    holds only batches still in flight."""
+
+    __slots__ = ("born", "calls", "handle", "pending", "timeout")
+
+    def __init__(self, born: float, timeout: float) -> None:
+        self.born = born  # creation time of the timer bounding these calls
+        self.timeout = timeout
+        self.calls: list[_Call] = []
+        self.pending = 0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def expire(self) -> None:
+        self.handle = None
+        error: BaseException | None = None
+        pipes: dict[int, AutoPipeline] = {}
+        for call in self.calls:
+            pipes[id(call.pipe)] = call.pipe
+            if not call.fut.done():
+                error = error or RedisTimeoutError(f"Redis did not answer within {self.timeout:g} s")
+                call.fut.set_exception(error)
+        for pipe in pipes.values():
+            pipe._stalled(self.born, self.timeout)
+
+
+class _Tick:
+    """Per event loop: the pipelines with calls queued in this tick (one ``call_soon``
+    flushes them all) and this tick's timer groups."""
+
+    __slots__ = ("dirty", "groups", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.dirty: list[AutoPipeline] = []
+        self.groups: dict[float, _Group] = {}
+        self.scheduled = False
+
+    def group(self, timeout: float) -> _Group:
+        group = self.groups.get(timeout)
+        if group is None:
+            loop = self.loop
+            group = self.groups[timeout] = _Group(loop.time(), timeout)
+            group.handle = loop.call_later(timeout, group.expire)
+            self.schedule()
+        return group
+
+    def add(self, pipe: AutoPipeline) -> None:
+        self.dirty.append(pipe)
+        self.schedule()
+
+    def schedule(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self.scheduled = False
+        if self.groups:
+            self.groups = {}
+        dirty, self.dirty = self.dirty, []
+        for pipe in dirty:
+            pipe._flush()
+
+
+_ticks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Tick] = weakref.WeakKeyDictionary()
+
+
+def _tick(loop: asyncio.AbstractEventLoop) -> _Tick:
+    tick = _ticks.get(loop)
+    if tick is None:
+        tick = _ticks[loop] = _Tick(loop)
+    return tick
+
+
+def _settle(call: _Call) -> None:
+    """The pipeline is done with ``call`` (answered, failed or dropped)."""
+    group = call.group
+    group.pending -= 1
+    if not group.pending and group.handle is not None:
+        group.handle.cancel()
+        group.handle = None
+
+
 class _Call:
     """One queued or in-flight command and the future its caller awaits."""
 
-    __slots__ = ("args", "born", "fut", "keys", "packed", "sc", "tries")
+    __slots__ = ("args", "fut", "group", "keys", "packed", "pipe", "sc", "tries")
 
     def __init__(
-        self, fut: asyncio.Future[Any], packed: bytes, sc: LuaScript | None, keys: Any, args: Any, born: float
+        self,
+        pipe: AutoPipeline,
+        fut: asyncio.Future[Any],
+        packed: bytes,
+        sc: LuaScript | None,
+        keys: Any,
+        args: Any,
+        group: _Group,
     ) -> None:
+        self.pipe = pipe
         self.fut = fut
         self.packed = packed
         self.sc = sc
         self.keys = keys
         self.args = args
-        self.born = born  # creation time of the batch timer bounding this call
+        self.group = group  # the calls sharing this call's timer
         self.tries = 0
+
+
+class _Protocol(asyncio.Protocol):
+    """Replaces the connection's stream protocol once redis-py has connected it: each
+    ``data_received`` parses the replies and resolves their futures right there (no
+    reader task to wake). The stream protocol is still told when the connection is lost,
+    so redis-py's ``disconnect()`` (which waits for that) completes."""
+
+    def __init__(self, pipe: AutoPipeline, gen: int, parser: Any, stream: asyncio.BaseProtocol) -> None:
+        self._pipe = pipe
+        self._gen = gen
+        self._parser = parser
+        self._stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        self._pipe._received(self._gen, self._parser, data)
+
+    def eof_received(self) -> bool | None:
+        self._pipe._lost(self._gen, RedisConnectionError("Connection closed by server."))
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pipe._lost(
+            self._gen,
+            exc if exc is not None else RedisConnectionError("Connection closed by server."),
+        )
+        self._stream.connection_lost(exc)
 
 
 class AutoPipeline:
@@ -219,6 +341,7 @@ class AutoPipeline:
         redirect: Callable[[_Call], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self._tick = _tick(self.loop)
         self._acquire = acquire
         self._encode = encoder.encode
         self._encoding: str | None = encoder.encoding if encoder.decode_responses else None
@@ -227,10 +350,9 @@ class AutoPipeline:
         self._fast_fail = fast_fail
         self._redirect = redirect
         self._conn: Any = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.WriteTransport | None = None
         self._queue: list[_Call] = []
         self._inflight: deque[_Call] = deque()
-        self._groups: dict[float, tuple[float, list[_Call]]] = {}
         self._flush_scheduled = False
         self._connecting: asyncio.Task[None] | None = None
         self._connect_started = 0.0
@@ -245,10 +367,11 @@ class AutoPipeline:
     ) -> asyncio.Future[Any]:
         """Queue ``EVALSHA sc`` for this tick's batch; the future is bounded by ``timeout``."""
         n = len(keys)
-        header = self._headers.get((sc.sha, n + len(args)))
+        size = n + len(args)
+        header = self._headers.get((sc.sha, size))
         if header is None:
-            header = self._headers[(sc.sha, n + len(args))] = self._pack(
-                [b"EVALSHA", sc.sha.encode("ascii"), str(n).encode("ascii")], n + len(args)
+            header = self._headers[(sc.sha, size)] = self._pack(
+                [b"EVALSHA", sc.sha.encode("ascii"), str(n).encode("ascii")], size
             )
         return self._enqueue(header + self._body(keys, args), sc, keys, args, timeout)
 
@@ -268,21 +391,20 @@ class AutoPipeline:
         return b"".join(out)
 
     def _body(self, keys: Sequence[ArgT], args: Sequence[ArgT]) -> bytes:
-        out = []
-        v: Any
-        b: bytes
-        for v in (*keys, *args):
-            t = type(v)  # the common types inline; the rest (and bool: refused) as redis-py does
-            if t is bytes:
-                b = v
-            elif t is str:
-                b = v.encode(self._wenc, self._errors)
-            elif t is int:
-                b = b"%d" % v  # what redis-py sends: repr(int)
-            else:
-                b = bytes(self._encode(v))
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        return b"".join(out)
+        wenc, errors = self._wenc, self._errors
+        # The common types inline; the rest (and bool: refused) as redis-py does. An int is
+        # sent as redis-py sends it: repr(int).
+        parts = [
+            v.encode(wenc, errors)
+            if type(v) is str
+            else v
+            if type(v) is bytes
+            else b"%d" % v
+            if type(v) is int
+            else bytes(self._encode(v))
+            for v in (*keys, *args)
+        ]
+        return b"".join([b"$%d\r\n%s\r\n" % (len(b), b) for b in parts])
 
     def _eval_packed(self, call: _Call) -> bytes:
         assert call.sc is not None
@@ -296,45 +418,58 @@ class AutoPipeline:
     def _enqueue(
         self, packed: bytes, sc: LuaScript | None, keys: Any, args: Any, timeout: float
     ) -> asyncio.Future[Any]:
-        loop = self.loop
-        fut = loop.create_future()
+        fut = self.loop.create_future()
         if timeout <= 0:  # no time left: nothing is sent
             fut.set_exception(RedisTimeoutError("no time left to ask Redis"))
             return fut
-        group = self._groups.get(timeout)
-        if group is None:
-            born = loop.time()
-            group = self._groups[timeout] = (born, [])
-            loop.call_later(timeout, self._expire, group, timeout)
-        call = _Call(fut, packed, sc, keys, args, group[0])
-        group[1].append(call)
+        tick = self._tick
+        group = tick.groups.get(timeout) or tick.group(timeout)
+        call = _Call(self, fut, packed, sc, keys, args, group)
+        group.calls.append(call)
+        group.pending += 1
         self._queue.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush)
+            tick.add(self)
         return fut
 
     def _requeue(self, call: _Call) -> None:
         self._queue.append(call)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self._tick.add(self)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        self._groups = {}
-        writer = self._writer
-        if writer is None or writer.transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
             if self._connecting is None and self._queue:
                 self._connect_started = self.loop.time()
                 self._connecting = self.loop.create_task(self._connect())
             return
         queue, self._queue = self._queue, []
+        inflight = self._inflight
+        if len(queue) == 1:  # one task: nothing to join
+            call = queue[0]
+            if call.fut.done():
+                _settle(call)
+            elif call.tries:
+                self._write_all(transport, queue)
+            else:
+                inflight.append(call)
+                transport.write(call.packed)
+                self.writes += 1
+                self.commands += 1
+            return
+        self._write_all(transport, queue)
+
+    def _write_all(self, transport: asyncio.WriteTransport, queue: list[_Call]) -> None:
         chunks = []
         evaled: set[str] = set()
         inflight = self._inflight
         for call in queue:
             if call.fut.done():  # timed out or cancelled before it was sent: not sent
+                _settle(call)
                 continue
             if call.tries and call.sc is not None and (call.tries > 1 or call.sc.sha not in evaled):
                 evaled.add(call.sc.sha)
@@ -343,19 +478,14 @@ class AutoPipeline:
                 chunks.append(call.packed)
             inflight.append(call)
         if chunks:
-            writer.write(b"".join(chunks))
+            transport.write(b"".join(chunks))
             self.writes += 1
             self.commands += len(chunks)
 
-    def _expire(self, group: tuple[float, list[_Call]], timeout: float) -> None:
-        born, calls = group
-        error: BaseException | None = None
-        for call in calls:
-            if not call.fut.done():
-                error = error or RedisTimeoutError(f"Redis did not answer within {timeout:g} s")
-                call.fut.set_exception(error)
-        if self._inflight and self._inflight[0].born <= born:
-            # The server has sat on a request for a whole timeout: treat the connection as dead.
+    def _stalled(self, born: float, timeout: float) -> None:
+        """A timer of calls made at ``born`` fired: if the oldest request in flight is
+        that old, the server sat on it for a whole timeout; drop the connection."""
+        if self._inflight and self._inflight[0].group.born <= born:
             self._break(RedisTimeoutError(f"Redis did not answer for {timeout:g} s; connection dropped"))
         if self._connecting is not None and self._connect_started <= born:
             self._connecting.cancel()
@@ -369,8 +499,8 @@ class AutoPipeline:
                 else:
                     await self._conn.disconnect(nowait=True)  # streams we closed ourselves
                 await self._conn.connect()
-            writer, stream = self._conn._writer, self._conn._reader
-            if writer is None or stream is None:
+            writer = self._conn._writer
+            if writer is None or writer.transport.is_closing():
                 raise RedisConnectionError("Redis connection closed while connecting")
         except BaseException as exc:
             self._connecting = None
@@ -381,6 +511,7 @@ class AutoPipeline:
                 raise
             queue, self._queue = self._queue, []
             for call in queue:
+                _settle(call)
                 if not call.fut.done():
                     call.fut.set_exception(error)
             if self._conn is not None:
@@ -389,53 +520,63 @@ class AutoPipeline:
             return
         self._connecting = None
         self._gen += 1
-        self._writer = writer
-        self.loop.create_task(self._read(self._gen, stream))
+        transport = writer.transport
+        stream = transport.get_protocol()
+        transport.set_protocol(_Protocol(self, self._gen, _reader(self._encoding, self._errors), stream))
+        self._transport = transport
         self._flush()
 
     def _break(self, exc: BaseException) -> None:
         """Fail every call in flight on the current connection and close it; the next
         call reconnects."""
         self._gen += 1
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
         inflight, self._inflight = self._inflight, deque()
         error = exc if isinstance(exc, (RedisConnectionError, RedisTimeoutError)) else None
         for call in inflight:
+            _settle(call)
             if not call.fut.done():
                 error = error or RedisConnectionError(f"Redis connection lost ({type(exc).__name__}: {exc})")
                 call.fut.set_exception(error)
         if self._queue and not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self._tick.add(self)
 
-    async def _read(self, gen: int, stream: asyncio.StreamReader) -> None:
-        parser = _reader(self._encoding, self._errors)
+    def _lost(self, gen: int, exc: BaseException) -> None:
+        if gen == self._gen:
+            self._break(exc)
+
+    def _received(self, gen: int, parser: Any, data: bytes) -> None:
+        if gen != self._gen:
+            return
         inflight = self._inflight
         try:
+            parser.feed(data)
             while True:
-                data = await stream.read(_READ_SIZE)
-                if gen != self._gen:
+                reply = parser.gets()
+                if reply is _MISSING:
                     return
-                if not data:
-                    raise RedisConnectionError("Connection closed by server.")
-                parser.feed(data)
-                while True:
-                    reply = parser.gets()
-                    if reply is _MISSING:
-                        break
-                    call = inflight.popleft()
-                    if type(reply) is _ReplyError:
-                        self._failed(call, _error(str(reply)))
-                    elif not call.fut.done():
-                        call.fut.set_result(reply)
-        except Exception as exc:
+                call = inflight.popleft()
+                if type(reply) is _ReplyError:
+                    self._failed(call, _error(str(reply)))
+                    continue
+                fut = call.fut
+                if not fut.done():
+                    fut.set_result(reply)
+                group = call.group  # _settle(call), inlined: every reply passes here
+                group.pending -= 1
+                if not group.pending and group.handle is not None:
+                    group.handle.cancel()
+                    group.handle = None
+        except Exception as exc:  # a reply nobody asked for, a protocol error: start over
             if gen == self._gen:
                 self._break(exc)
 
     def _failed(self, call: _Call, exc: ResponseError) -> None:
         if call.fut.done():
+            _settle(call)
             return
         if isinstance(exc, NoScriptError) and call.sc is not None and call.tries < 2:
             call.tries += 1  # nothing ran: send it again, as EVAL (see _flush)
@@ -443,6 +584,7 @@ class AutoPipeline:
         elif self._redirect is not None and isinstance(exc, _REDIRECT) and call.sc is not None:
             self._redirect(call)  # nothing ran: the cluster client follows the redirection
         else:
+            _settle(call)
             call.fut.set_exception(exc)
 
 

@@ -38,7 +38,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from edge_kv.core.lease import DEFAULT_DRIFT_FACTOR, quorum
 from edge_kv.origin import _redis
@@ -106,6 +106,9 @@ class Redlock(LeaseLock):
         self.clients = [_redis.prepare(c) for c in clients]
         self.quorum = quorum(len(clients))
         self.autopipeline = bool(autopipeline)
+        self._calls: list[asyncio.Future[Any]] = []  # the node calls of the last round
+        # The last release round's owner and node calls (see _late_grants).
+        self._released: tuple[str, list[asyncio.Future[Any]]] = ("", [])
 
     def _call(
         self, sc: LuaScript, client: Any, keys: list[str], args: Sequence[str | int], limit_s: float
@@ -157,90 +160,131 @@ class Redlock(LeaseLock):
         enough: Callable[[list[Any]], bool],
         owner: str | None = None,
     ) -> list[Any]:
-        """Run ``sc`` on every node at once under one ``limit_s`` timer
-        (:func:`_redis.bounded`) and stop waiting as soon as ``enough(replies)`` holds (``None``
-        = no answer yet) or every node has answered or the timer ran out.
+        """Run ``sc`` on every node at once under one ``limit_s`` timer and stop waiting
+        as soon as ``enough(replies)`` holds (``None`` = no answer yet) or every node has
+        answered or the timer ran out.
 
-        Returns the replies so far (``None`` also for unreachable or timed-out nodes). Node
-        calls still running finish in the background (:meth:`_rest`, under what is left of
-        the timer), tracked like :func:`_redis.finish_or_detach`, so that
-        :func:`_redis.wait_detached` waits for them. ``owner``: this is an acquire round
-        (late grants, see :meth:`_rest`). A non-transport error of a node that answered is
-        raised (the others are cancelled).
+        Returns the replies so far (``None`` also for unreachable or timed-out nodes), and
+        the node calls themselves. Node calls still running finish in the background (under
+        what is left of the timer: transport futures are bounded by their batch's timer),
+        tracked in :data:`_redis._detached` so that :func:`_redis.wait_detached` waits for
+        them; no task is made for them. ``owner``: this is an acquire round; a grant that
+        arrives after the round stopped waiting is released unless this lock still holds
+        that lease once every node has answered, or the lock's own release already deleted
+        it on that node (see :meth:`_late_grants`). A non-transport error of a node that
+        answered is raised (the others are cancelled).
         """
-        for client in self.clients:
+        clients = self.clients
+        for client in clients:
             _redis.check_same_slot(client, keys, f"redlock {self.name!r}")
-        n = len(self.clients)
+        n = len(clients)
         replies: list[Any] = [None] * n
         if limit_s <= 0:  # no time left: nothing is sent
+            self._calls = []
             return replies
-        reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        error: list[BaseException] = []
-        left = [n]
-
-        def on_done(i: int, task: asyncio.Future[Any]) -> None:
-            left[0] -= 1
-            if not task.cancelled():
-                exc = task.exception()
-                if exc is None:
-                    replies[i] = task.result()
-                elif not isinstance(exc, _redis.UNREACHABLE):
-                    error.append(exc)
-            if not reached.done() and (left[0] == 0 or error or enough(replies)):
-                reached.set_result(None)
-
-        with _redis.fast_fail():  # tasks copy the context when they are created
-            tasks = [asyncio.ensure_future(self._call(sc, c, keys, args, limit_s)) for c in self.clients]
-        for i, task in enumerate(tasks):
-            task.add_done_callback(functools.partial(on_done, i))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_s
+        calls: list[asyncio.Future[Any] | None] = [None] * n
+        if self.autopipeline:  # transport futures: each bounded by its batch's timer
+            calls = [_redis.script_future(sc, c, keys, args, limit_s) for c in clients]
+        bounded_by_transport = None not in calls
+        if not bounded_by_transport:
+            with _redis.fast_fail():  # tasks copy the context when they are created
+                calls = [
+                    f if f is not None else asyncio.ensure_future(sc.run(c, keys, args))
+                    for f, c in zip(calls, clients, strict=True)
+                ]
+        futs = cast(list[asyncio.Future[Any]], calls)
+        reached: asyncio.Future[None] = loop.create_future()
+        error: list[BaseException] = []
+        state = [n, 0]  # calls left; 1 once the caller took its replies
+        late: list[int] = []
+        rest: list[asyncio.Future[None]] = []
+
+        def on_done(i: int, fut: asyncio.Future[Any]) -> None:
+            state[0] -= 1
+            reply = None
+            if not fut.cancelled():
+                exc = fut.exception()
+                if exc is None:
+                    reply = fut.result()
+                elif not isinstance(exc, _redis.UNREACHABLE):
+                    error.append(exc)
+            if not state[1]:
+                replies[i] = reply
+                if not reached.done() and (state[0] == 0 or error or enough(replies)):
+                    reached.set_result(None)
+                return
+            if owner is not None and reply is not None and acquire_reply(reply)[0] > 0:
+                late.append(i)
+            if state[0] == 0:
+                if late and owner is not None:
+                    self._late_grants(owner, late)
+                if rest and not rest[0].done():
+                    rest[0].set_result(None)
+
+        for i, fut in enumerate(futs):
+            fut.add_done_callback(functools.partial(on_done, i))
+        self._calls = futs
         try:
-            if all(not isinstance(t, asyncio.Task) for t in tasks):
-                await reached  # transport futures: each is bounded by its batch's timer
+            if bounded_by_transport:
+                await reached
             else:
                 await _redis.bounded(reached, limit_s, f"redlock {self.name!r}", LockUnavailable)
         except LockUnavailable:
             pass  # the round's time is up: nodes that have not answered count as None
         except BaseException:
-            for task in tasks:
-                task.cancel()
+            for fut in futs:
+                fut.cancel()
             raise
-        pending = [(i, t) for i, t in enumerate(tasks) if not t.done()]
-        remaining = deadline - loop.time()
-        if error or remaining <= 0:
-            for _, task in pending:
-                task.cancel()
-            pending = []
+        state[1] = 1
+        seen = list(replies)
+        if state[0] == 0:
+            return seen
+        if error or deadline - loop.time() <= 0:
+            for fut in futs:
+                fut.cancel()  # their callbacks still run (as cancelled)
         if error:
             raise error[0]
-        seen = list(replies)
-        if pending:
-            # The rest finish in the background, under what is left of the round's timer.
-            with _redis.fast_fail():
-                rest = asyncio.ensure_future(self._rest(pending, remaining, owner))
-            _redis._detached.add(rest)
-            rest.add_done_callback(_redis._forget)
+        # The rest finish in the background; wait_detached() waits for them.
+        done = loop.create_future()
+        rest.append(done)
+        _redis._detached.add(done)
+        done.add_done_callback(_redis._forget)
         return seen
 
-    async def _rest(
-        self, pending: Sequence[tuple[int, asyncio.Future[Any]]], limit_s: float, owner: str | None
-    ) -> None:
-        """The node calls a round stopped waiting for, bounded by what is left of its timer.
-        ``owner``: an acquire round; a grant among them is released unless this lock still
-        holds that lease once they have all finished (then the lock's own release, sent after the grant
-        arrived, deletes it)."""
-        replies = await _redis.fan_out([t for _, t in pending], limit_s)
-        if owner is None or self._owner == owner:
+    def _late_grant_after(self, owner: str, node: int, _: asyncio.Future[Any]) -> None:
+        self._late_grants(owner, [node])
+
+    def _late_grants(self, owner: str, nodes: list[int]) -> None:
+        """Grants of an acquire round that arrived after it stopped waiting: release them
+        unless the lock still holds that lease (its own release will), or the lock's
+        release already deleted our key on that node (it answered 1 there: the grant ran
+        before it, on that node's connection)."""
+        if self._owner == owner:
             return
-        late = [
-            i for (i, _), r in zip(pending, replies, strict=True) if r is not None and acquire_reply(r)[0] > 0
-        ]
-        if late:
-            await _redis.fan_out(
-                [self._call(RELEASE, self.clients[i], [self.key], [owner], self.op_timeout) for i in late],
-                self.op_timeout,
+        released = self._released if self._released[0] == owner else ("", [])
+        todo = []
+        for i in nodes:
+            rel = released[1][i] if i < len(released[1]) else None
+            if rel is not None and not rel.done():  # its answer says whether it deleted the grant
+                rel.add_done_callback(functools.partial(self._late_grant_after, owner, i))
+            elif rel is None or rel.cancelled() or rel.exception() is not None or not rel.result():
+                todo.append(i)
+        if not todo:
+            return
+        with _redis.fast_fail():
+            cleanup = asyncio.ensure_future(
+                _redis.fan_out(
+                    [
+                        self._call(RELEASE, self.clients[i], [self.key], [owner], self.op_timeout)
+                        for i in todo
+                    ],
+                    self.op_timeout,
+                )
             )
+        _redis._detached.add(cleanup)
+        cleanup.add_done_callback(_redis._forget)
 
     def _steady_quorum(self, raw: list[Any]) -> bool:
         """A quorum granted with one and the same counter value, not a fresh counter:
@@ -328,6 +372,7 @@ class Redlock(LeaseLock):
 
         # The other nodes' releases run on in the background.
         raw = await self._round(RELEASE, [self.key], [owner], self.op_timeout, released_by_quorum)
+        self._released = (owner, self._calls)
         results = [None if r is None else bool(r) for r in raw]
         released = sum(r is True for r in results)
         if released >= self.quorum:

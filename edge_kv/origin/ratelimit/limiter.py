@@ -53,6 +53,11 @@ class RateLimiterUnavailable(Unavailable, RuntimeError):
     code = "rate_limiter_unavailable"
 
 
+# What a decision that could not be taken raises (typed by _unavailable): transport
+# failures, from the transport unwrapped, and any Redis error.
+_FAILED: tuple[type[BaseException], ...] = (RateLimiterUnavailable, RedisError, *_redis.UNREACHABLE)
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimitResult:
     """The combined decision, each tier's decision, and the Redis time it was taken at.
@@ -139,6 +144,8 @@ class RateLimiter:
         self.autopipeline = bool(autopipeline)
         self._suffixes = [f"}}:{p.name}:{w[0]}" for p, w in zip(tiers, wires, strict=True)]
         # Static script arguments, encoded once (the hot path only adds time and cost).
+        self._max_cost = min(p.limit for p in tiers)  # a cost above any tier's limit is refused
+        self._single: str | None = tiers[0].name if len(tiers) == 1 else None
         self._spec = ",".join(f"{kind}:{limit}:{period}" for _, kind, limit, period in wires).encode("ascii")
 
     def keys_for(self, key: str) -> list[str]:
@@ -162,20 +169,25 @@ class RateLimiter:
         ``now_us`` overrides the Redis clock (tests, replays); leave it ``None`` in production.
         Bad arguments raise ``ValueError`` before anything is sent to Redis.
         """
-        keys = self._check(key, cost, now_us)
-        args = [b"" if now_us is None else now_us, cost, self._spec]
+        if type(cost) is int and 0 <= cost <= self._max_cost and now_us is None:
+            keys = self.keys_for(key)  # the common case; anything else is checked in full
+            args: list[bytes | int] = [b"", cost, self._spec]
+        else:
+            keys = self._check(key, cost, now_us)
+            args = [b"" if now_us is None else now_us, cost, self._spec]
         try:
-            reply = await _redis.run_script(
-                LIMIT_SCRIPT,
-                self.redis,
-                keys,
-                args,
-                self.timeout,
-                "rate limiter",
-                RateLimiterUnavailable,
-                self.autopipeline,
-            )
-        except (RateLimiterUnavailable, RedisError) as exc:
+            fut = None
+            if self.autopipeline:
+                if len(keys) > 1:
+                    _redis.check_same_slot(self.redis, keys, "rate limiter")
+                fut = _redis.script_future(LIMIT_SCRIPT, self.redis, keys, args, self.timeout)
+            if fut is not None:  # the transport: its errors come unwrapped
+                reply = await fut
+            else:
+                reply = await _redis.run_script(
+                    LIMIT_SCRIPT, self.redis, keys, args, self.timeout, "rate limiter", RateLimiterUnavailable
+                )
+        except _FAILED as exc:
             return self._unavailable(exc)
         return self._result(reply)
 
@@ -194,14 +206,17 @@ class RateLimiter:
         )
 
     def _result(self, reply: bytes | str) -> RateLimitResult:
-        values = [int(v) for v in (reply.split(b",") if isinstance(reply, bytes) else reply.split(","))]
-        now_us = values[0]
+        values = reply.split(b"," if type(reply) is bytes else ",")  # type: ignore[arg-type]
+        if self._single is not None:  # one tier: no lists, no combining
+            now_us, allowed, limit, remaining, retry, reset = map(int, values)
+            decision = Decision(bool(allowed), limit, remaining, retry, reset, self._single)
+            return RateLimitResult(decision, (decision,), self.policies, now_us)
+        ints = list(map(int, values))
         decisions = []
         for i, policy in enumerate(self.policies):
-            allowed, limit, remaining, retry, reset = values[1 + 5 * i : 6 + 5 * i]
+            allowed, limit, remaining, retry, reset = ints[1 + 5 * i : 6 + 5 * i]
             decisions.append(Decision(bool(allowed), limit, remaining, retry, reset, policy.name))
-        combined = decisions[0] if len(decisions) == 1 else most_restrictive(decisions)
-        return RateLimitResult(combined, tuple(decisions), self.policies, now_us)
+        return RateLimitResult(most_restrictive(decisions), tuple(decisions), self.policies, ints[0])
 
     def _unavailable(self, exc: BaseException) -> RateLimitResult:
         cause = exc.__cause__ if isinstance(exc, RateLimiterUnavailable) and exc.__cause__ else exc
