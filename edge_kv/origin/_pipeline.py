@@ -7,15 +7,18 @@ scripts (limiters, locks, Redlock nodes; available to any :func:`_redis.run_scri
 caller with ``batched=True``):
 
 * **Batching per tick.** :meth:`AutoPipeline.script` packs the command and queues it;
-  the first call of a tick schedules one flush (``loop.call_soon``), which writes every
-  command queued in that tick with one ``transport.write`` on a dedicated connection.
-  One reader task parses replies (hiredis when installed, else a small RESP parser)
-  and resolves the callers' futures in order.
-* **Bounded waits, one timer per batch.** Calls of one batch with the same timeout
-  share one ``loop.call_later`` timer; when it fires, their unresolved futures fail with
-  redis-py's ``TimeoutError``. If the oldest request in flight was sent in that batch or
-  before it (the server sat on it for a whole timeout), the connection is considered
-  dead: it is closed and everything else in flight on it fails at once.
+  the first call of a tick schedules one flush for every pipeline of the loop
+  (``loop.call_soon``), which writes each pipeline's commands of that tick with one
+  ``transport.write`` on its dedicated connection. Replies are parsed in the
+  connection's protocol (``data_received``: hiredis when installed, else a small RESP
+  parser), which resolves the callers' futures in order: no reader task to wake.
+* **Bounded waits, one timer per tick.** Calls of one tick with the same timeout share
+  one ``loop.call_later`` timer, on every pipeline of the loop (a Redlock round is one
+  timer); it is cancelled once all of them are answered, so the loop's timer heap holds
+  only batches in flight. When it fires, their unresolved futures fail with redis-py's
+  ``TimeoutError``. If the oldest request in flight on a connection was sent in that
+  tick or before it (the server sat on it for a whole timeout), the connection is
+  considered dead: it is closed and everything else in flight on it fails at once.
 * **Typed fail-fast, recovery.** A refused connection fails every queued call at once
   (one connect attempt, no backoff); a reset or closed connection fails what is in flight
   on it (``ConnectionError``); the next call reconnects. Callers turn these into their

@@ -67,7 +67,7 @@ class Redlock(LeaseLock):
     a cluster (a lock's keys share one slot). ``op_timeout`` bounds each round of calls
     and should be small next to ``ttl_ms``: a slow node must not eat the validity. Each
     node's calls go through that client's auto-pipelined transport
-    (:mod:`edge_kv.origin._pipeline`: no task per node call, one timer per node batch);
+    (:mod:`edge_kv.origin._pipeline`: no task per node call, one timer per round);
     ``autopipeline=False`` uses redis-py's pools instead. Other options as in
     :class:`~edge_kv.origin.locks.redis_lock.RedisLock`.
     """
