@@ -55,6 +55,11 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
     gc.collect()
 
 
+# What is alive once the test modules are imported stays alive: moving it out of the
+# collector's generations makes the per-test collection above cost ~1/4 as much.
+gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def _redis_servers_only_through_fixtures(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
