@@ -39,6 +39,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -857,6 +858,16 @@ class Keyring:
     def from_secrets(cls, secrets_by_keyid: Mapping[str, bytes]) -> Keyring:
         """Keys all active since 0, newest = last in mapping order."""
         return cls(HmacKey(k, s, activated_at=i) for i, (k, s) in enumerate(secrets_by_keyid.items()))
+
+    @classmethod
+    def from_json(cls, raw: str) -> Keyring:
+        """The signing-keys secret format: a JSON object of keyid to hex secret, newest last
+        (what the gateway, the edge outbox and the origin verifier share). ValueError
+        (``InvalidInput`` among them) says what is wrong with it."""
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ValueError("expected an object of keyid to secret strings")
+        return cls.from_secrets({k: bytes.fromhex(v) for k, v in data.items()})
 
     def __contains__(self, keyid: object) -> bool:
         return keyid in self._keys

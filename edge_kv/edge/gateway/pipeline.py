@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import random
 import time
@@ -166,10 +165,7 @@ def _keyring(env: Any) -> httpsig.Keyring:
 def _parse_keyring(raw: str) -> httpsig.Keyring:
     """Parsed once per secret value, not per request (a rotation is a new value)."""
     try:
-        data = json.loads(raw)
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ValueError("expected an object of keyid to secret strings")
-        return httpsig.Keyring.from_secrets({k: bytes.fromhex(v) for k, v in data.items()})
+        return httpsig.Keyring.from_json(raw)
     except ValueError as exc:
         print(f"edge_kv: {SIGNING_KEYS_VAR} is unusable: {exc}")
         raise SigningKeysMissing(f"{SIGNING_KEYS_VAR} is unusable (see the Worker log)") from None

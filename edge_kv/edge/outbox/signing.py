@@ -12,7 +12,6 @@ too, with the subject ``outbox:<source>`` and the auth method ``outbox``.
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -94,10 +93,7 @@ class OutboxSigner:
 @functools.lru_cache(maxsize=4)
 def _parse_keyring(raw: str) -> httpsig.Keyring:
     try:
-        data = json.loads(raw)
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ValueError("expected an object of keyid to secret strings")
-        return httpsig.Keyring.from_secrets({k: bytes.fromhex(v) for k, v in data.items()})
+        return httpsig.Keyring.from_json(raw)
     except ValueError as exc:
         print(f"edge_kv outbox: {SIGNING_KEYS_VAR} is unusable: {exc}")
         raise SigningUnavailable(f"{SIGNING_KEYS_VAR} is unusable (see the Worker log)") from None
