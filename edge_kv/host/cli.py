@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from ._node import NodeSideError, node_side
 from .deps import DependencyError, worker_python_path
+from .process import terminate
 
 __all__ = ["find_config", "main", "state_dir"]
 
@@ -96,16 +96,6 @@ def _host_command(config: Path, args: argparse.Namespace, extra: Sequence[str]) 
     return cmd + list(extra)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def cmd_dev(args: argparse.Namespace, extra: Sequence[str]) -> int:
     config = find_config(args.project, args.config)
     cmd = _host_command(config, args, extra)
@@ -124,7 +114,7 @@ def cmd_dev(args: argparse.Namespace, extra: Sequence[str]) -> int:
                 name = os.path.relpath(changed[0][0], root) if changed else "files"
                 print(f"edge-kv: {name} changed: restarting the host", file=sys.stderr, flush=True)
                 if proc is not None:
-                    _stop(proc)
+                    terminate(proc)
                 try:
                     cmd = _host_command(config, args, extra)  # dependencies may have changed
                 except DependencyError as exc:
@@ -143,7 +133,7 @@ def cmd_dev(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return 0
     finally:
         if proc is not None:
-            _stop(proc)
+            terminate(proc)
 
 
 def cmd_test(argv: Sequence[str]) -> int:

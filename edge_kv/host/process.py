@@ -96,14 +96,7 @@ class HostProcess:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code (None if not started)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = terminate(self.proc, timeout)
         self.proc = None
         return code
 
@@ -112,6 +105,19 @@ class HostProcess:
         self.stop()
         self._log.close()
         os.unlink(self._log.name)
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """End a host process: SIGTERM (pending ``ctx.waitUntil`` work finishes), SIGKILL after
+    ``timeout``; returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def flags(python_path: Sequence[Path] = (), test_scheduled: bool = False) -> list[str]:

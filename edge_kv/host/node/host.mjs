@@ -557,17 +557,13 @@ export class Host {
       } catch (e) {
         return problemResponse(400, "Bad Request", e.message);
       }
-      const object = this.objectFor(binding, id);
+      let ran;
       try {
-        await object.gate.run(async () => {
-          const instance = this.instanceOf(object);
-          if (!this.glue.has_method(instance, "alarm")) throw new HostError(`${d.className} has no alarm() handler`);
-          await this.callPython(true, instance, "alarm", [{ retryCount: 0, isRetry: false }], `${d.className}.alarm`);
-        });
+        ran = await this.runAlarm(binding, id.hex, { retryCount: 0, isRetry: false });
       } catch (e) {
-        if (e instanceof HostError) return problemResponse(404, "Not Found", e.message);
         return problemResponse(500, "Internal Server Error", `alarm() raised: ${e.message || e}`);
       }
+      if (!ran) return problemResponse(404, "Not Found", `${d.className} has no alarm() handler`);
       return new Response("Ran alarm", { headers: { "content-type": "text/plain" } });
     }
     return null;
@@ -631,14 +627,16 @@ export class Host {
   }
 
   /** A due alarm (sqlite_store.mjs scheduler): alarm() through the gate; rejects if it raised. */
+  /** Run one object's alarm() through its input gate; false if its class has none. */
   async runAlarm(binding, hex, info) {
     if (this.restarting) await this.restarting;
     const d = this.config.durableObjects.find((x) => x.binding === binding);
     const object = this.objectFor(binding, this.env[binding].idFromString(hex));
-    await object.gate.run(async () => {
+    return await object.gate.run(async () => {
       const instance = this.instanceOf(object);
-      if (!this.glue.has_method(instance, "alarm")) return;
+      if (!this.glue.has_method(instance, "alarm")) return false;
       await this.callPython(true, instance, "alarm", [info], `${d.className}.alarm`);
+      return true;
     });
   }
 
