@@ -12,15 +12,23 @@ Fixtures:
   need a host-only feature (``cf`` overrides, triggering alarms) are skipped there.
 * ``edge_kv_client`` (function): an ``httpx.AsyncClient`` on ``edge_kv_host.url``.
 
+Every pytest session loads the plugin once edge-kv is installed, so it imports only the
+standard library and pytest; httpx (``pip install edge-kv[host]``) only when a client is
+asked for.
+
 Nothing starts unless a test asks for a fixture, so the plugin costs nothing elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,11 +73,31 @@ class EdgeKvHost:
         return {CF_HEADER: json.dumps(doc)}
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """A new ``httpx.AsyncClient`` on this Worker (close it, or use ``async with``)."""
-        import httpx
-
+        """A new ``httpx.AsyncClient`` on this Worker (close it, or use ``async with``).
+        httpx is the plugin's one optional dependency (``pip install edge-kv[host]``);
+        nothing else here needs it."""
+        try:
+            import httpx
+        except ImportError:
+            raise RuntimeError(
+                "edge_kv_host.client() and the edge_kv_client fixture need httpx: pip install edge-kv[host]"
+            ) from None
         kwargs.setdefault("timeout", 30)
         return httpx.AsyncClient(base_url=self.url, **kwargs)
+
+    async def _trigger(self, path: str, params: dict[str, str], what: str) -> None:
+        """GET a host trigger route (standard library only); AssertionError unless 200."""
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+
+        def get() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as r:
+                    return int(r.status), r.read().decode(errors="replace")
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode(errors="replace")
+
+        status, text = await asyncio.to_thread(get)
+        assert status == 200, f"{what} failed: {status} {text}"
 
     async def scheduled(self, cron: str = "* * * * *", scheduled_time_ms: int | None = None) -> None:
         """Run the Worker's scheduled handler now (``/cdn-cgi/handler/scheduled``, as
@@ -77,22 +105,18 @@ class EdgeKvHost:
         params: dict[str, str] = {"cron": cron}
         if scheduled_time_ms is not None:
             params["time"] = str(scheduled_time_ms)
-        async with self.client() as c:
-            r = await c.get("/cdn-cgi/handler/scheduled", params=params)
-        assert r.status_code == 200, f"scheduled handler failed: {r.status_code} {r.text}"
+        await self._trigger("/cdn-cgi/handler/scheduled", params, "scheduled handler")
 
     async def alarm(self, binding: str, *, name: str | None = None, id: str | None = None) -> None:
         """Run a Durable Object's ``alarm()`` now (offline host only); the object is named
         like ``idFromName(name)`` or given by its hex ``id``."""
         self._require_local("triggering an alarm")
-        params = {
-            "binding": binding,
-            **({"name": name} if name is not None else {}),
-            **({"id": id} if id else {}),
-        }
-        async with self.client() as c:
-            r = await c.get("/cdn-cgi/handler/alarm", params=params)
-        assert r.status_code == 200, f"alarm failed: {r.status_code} {r.text}"
+        params = {"binding": binding}
+        if name is not None:
+            params["name"] = name
+        if id:
+            params["id"] = id
+        await self._trigger("/cdn-cgi/handler/alarm", params, "alarm")
 
     def output(self) -> str:
         """What the host printed so far (the Worker's print() and logs); "" for a remote URL."""

@@ -82,6 +82,32 @@ async def test_durable_object_rpc_list(host_for: Callable[..., HostProcess]) -> 
         assert (await c.get("/")).status_code == 400
 
 
+async def test_alarm_on_demand_through_the_plugin_helper(host_for: Callable[..., HostProcess]) -> None:
+    host = host_for(WORKERS / "durable_list" / "wrangler.jsonc", "--test-scheduled")
+    edge = EdgeKvHost(host.start(), host)
+    await edge.alarm("LISTS", name="chores")
+    async with edge.client() as c:
+        assert (await c.get("/chores/show")).text == "alarm"  # that object's alarm() ran, once
+        assert (await c.get("/other/show")).text == "empty"
+        r = await c.get("/cdn-cgi/handler/alarm", params={"binding": "NOPE", "name": "x"})
+        assert r.status_code == 404 and "no Durable Object binding" in r.json()["detail"]
+    with pytest.raises(AssertionError, match="alarm failed: 400"):
+        await edge.alarm("LISTS", id="not-hex")
+
+
+def test_the_plugin_loads_and_triggers_without_httpx() -> None:
+    """Every pytest session of an edge-kv user loads the plugin: it must not need httpx, the
+    one optional dependency (only client() and edge_kv_client do, and say so)."""
+    code = (
+        "import sys; sys.modules['httpx'] = None\n"
+        "from edge_kv.host.pytest_plugin import EdgeKvHost\n"
+        "try:\n    EdgeKvHost('http://127.0.0.1:9').client()\n"
+        "except RuntimeError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert "need httpx: pip install edge-kv[host]" in out.stdout
+
+
 # ----- scheduled -----
 
 

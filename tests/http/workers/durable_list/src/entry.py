@@ -14,6 +14,9 @@ class List(DurableObject):
         items.append(item)
         await self.ctx.storage.put("items", json.dumps(items))
 
+    async def alarm(self, alarm_info=None):
+        await self.append("alarm")
+
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
